@@ -1,0 +1,17 @@
+"""Errors that reach the user as one line on stderr (exit code 1)."""
+
+
+class AvsplitError(Exception):
+    """An input or setting problem the user can fix.
+
+    The message is one sentence saying what is wrong and what to do; the CLI prints it
+    without a traceback and exits with code 1.
+    """
+
+
+class MediaError(AvsplitError):
+    """A file cannot be read as the media we need (missing, not media, no audio, ...)."""
+
+
+class NoFaceError(AvsplitError):
+    """A mode that needs a visible face found none."""
