@@ -1,0 +1,1 @@
+"""Separation networks and the registry of bundled weights."""

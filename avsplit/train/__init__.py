@@ -1,0 +1,1 @@
+"""Training code: data synthesis and training loops (never imported by inference)."""
