@@ -1,0 +1,206 @@
+"""The ``avsplit`` command line (Typer). Parsing, progress and exit codes only.
+
+Exit codes: 0 all inputs done, 1 any input failed (the others still run), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from avsplit import __version__
+from avsplit.errors import AvsplitError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="Separate the sounds of a video by what is seen in it, and show where "
+                       "in the picture the sound comes from.")
+stderr = Console(stderr=True)
+
+
+class Mode(str, Enum):
+    onscreen = "onscreen"
+    speakers = "speakers"
+    instruments = "instruments"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Format(str, Enum):
+    wav = "wav"
+    flac = "flac"
+
+
+class RichProgress:
+    """Rich progress bars on stderr, one per stage (see :class:`avsplit.pipelines.Progress`)."""
+
+    def __init__(self, progress: Progress | None, prefix: str):
+        self.progress = progress
+        self.prefix = prefix
+
+    def stage(self, description: str, total: float | None = None) -> Callable[[float], None]:
+        if self.progress is None:
+            return lambda n=1: None
+        task = self.progress.add_task(f"{self.prefix}: {description}", total=total)
+
+        def advance(n: float = 1) -> None:
+            self.progress.advance(task, n)
+
+        return advance
+
+
+@contextmanager
+def _progress(quiet: bool):
+    if quiet:
+        yield None
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TimeElapsedColumn(), console=stderr, transient=False) as p:
+        yield p
+
+
+def _fail(input_path, exc: BaseException, debug: bool) -> str:
+    """Print one line for a failed input (a traceback too with --debug); return the message."""
+    if isinstance(exc, AvsplitError):
+        message = str(exc)
+    else:
+        message = f"internal error ({type(exc).__name__}: {exc}); rerun with --debug and report it"
+    if debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    stderr.print(f"avsplit: error: {input_path}: {message}", markup=False, highlight=False,
+                 soft_wrap=True)
+    return message
+
+
+@app.command()
+def separate(
+    inputs: list[Path] = typer.Argument(..., help="Video (or audio) files to separate."),
+    outdir: Path = typer.Option(Path("separated"), "-o", "--out",
+                                help="Output folder; results of clip.mp4 go to OUTDIR/clip/."),
+    mode: Mode = typer.Option(Mode.onscreen, help="onscreen: on-screen vs off-screen sound; "
+                              "speakers: one voice per visible face; instruments: one stem per instrument."),
+    query: Optional[str] = typer.Option(None, help="Comma-separated labels to separate (instruments mode)."),
+    device: Device = typer.Option(Device.auto, help="Where the networks run."),
+    fmt: Format = typer.Option(Format.wav, "--format", help="Audio format of the stems."),
+    no_video: bool = typer.Option(False, "--no-video", help="Do not write remuxed .mp4 files."),
+    audio_stream: int = typer.Option(0, "--audio-stream", min=0,
+                                     help="Which audio stream of the input to use (0 = first)."),
+    weights: Optional[Path] = typer.Option(None, "--weights",
+                                           help="Speech separator checkpoint to use instead of the bundled one."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bars."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
+) -> None:
+    """Separate the sound of each INPUT by what is seen in it.
+
+    Writes OUTDIR/<input name>/ with one audio file per stem (onscreen/offscreen,
+    speaker-<id>, or <instrument>), a remuxed .mp4 per stem for video input, and manifest.json.
+    """
+    from avsplit.pipelines import SeparateOptions, separate_file
+
+    options = SeparateOptions(mode=mode.value, fmt=fmt.value, video=not no_video,
+                              device=device.value, audio_stream=audio_stream,
+                              query=[q.strip() for q in (query or "").split(",") if q.strip()],
+                              weights=weights)
+    results = []
+    with _progress(quiet) as bars:
+        for path in inputs:
+            try:
+                manifest_path = separate_file(path, outdir, options, RichProgress(bars, path.name))
+            except (Exception, KeyboardInterrupt) as exc:  # one input never stops the batch
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                results.append({"input": str(path), "ok": False, "error": _fail(path, exc, debug)})
+                continue
+            manifest = json.loads(manifest_path.read_text())
+            results.append({"input": str(path), "ok": True, "outdir": str(manifest_path.parent),
+                            "manifest": str(manifest_path),
+                            "files": [f["file"] for f in manifest["files"]],
+                            "notes": manifest.get("notes", [])})
+            if not quiet and not json_out:
+                stderr.print(f"{path}: wrote {len(manifest['files'])} files to {manifest_path.parent}",
+                             markup=False, highlight=False)
+    if json_out:
+        print(json.dumps({"results": results}, indent=2))
+    if not all(r["ok"] for r in results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def localize(
+    input: Path = typer.Argument(..., help="Video file."),
+    overlay: bool = typer.Option(False, "--overlay", help="Write the video with a heatmap of where the sound comes from."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Overlay video path (default <input>_overlay.mp4)."),
+    json_out: bool = typer.Option(False, "--json", help="Print per-frame peak positions and scores as JSON."),
+    audio_stream: int = typer.Option(0, "--audio-stream", min=0, help="Audio stream to use (0 = first)."),
+    device: Device = typer.Option(Device.auto, help="Where the networks run."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bars."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
+) -> None:
+    """Show where in the picture the sound of INPUT comes from."""
+    from avsplit.localize import localize_file
+
+    if out is not None and not overlay:
+        overlay = True
+    with _progress(quiet) as bars:
+        try:
+            result = localize_file(input, overlay_path=(out or input.with_name(f"{input.stem}_overlay.mp4"))
+                                   if overlay else None, audio_stream=audio_stream,
+                                   device=device.value, progress=RichProgress(bars, input.name))
+        except Exception as exc:
+            _fail(input, exc, debug)
+            raise typer.Exit(1)
+    if json_out:
+        print(json.dumps(result, indent=2))
+    elif not quiet:
+        if result.get("overlay"):
+            stderr.print(f"{input}: wrote {result['overlay']}", markup=False, highlight=False)
+        else:
+            stderr.print(f"{input}: {len(result['frames'])} frames analysed; add --overlay to write a video",
+                         markup=False, highlight=False)
+
+
+@app.command()
+def models(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    """List the bundled models, their licences and sha256."""
+    from avsplit.models.registry import MODELS, weights_dir
+
+    rows = []
+    for m in MODELS.values():
+        path = weights_dir() / m.file
+        rows.append({"name": m.name, "file": m.file, "task": m.task, "sample_rate": m.sample_rate,
+                     "licence": m.licence, "origin": m.origin, "sha256": m.sha256,
+                     "present": path.exists()})
+    if json_out:
+        print(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        print(f"{r['name']}\t{r['file']}\t{r['licence']}\tsha256:{r['sha256']}\t{r['task']}")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"avsplit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit.")) -> None:
+    """avsplit: audio-visual scene analysis."""
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,115 @@
+"""Bundled weights: name -> file in ``weights/``, sha256, sample rate, licence.
+
+The weights folder is the repository's ``weights/`` (editable install) or ``$AVSPLIT_WEIGHTS``.
+Every file is checked against its sha256 before it is used, so a corrupt or swapped file
+fails with a clear message instead of giving silent garbage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from avsplit.errors import AvsplitError
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One bundled model file.
+
+    Attributes:
+        name: registry name (``avsplit models`` lists these).
+        file: file name inside the weights folder.
+        sha256: expected hex digest of the file.
+        task: what it does.
+        sample_rate: Hz for audio models, ``None`` for vision.
+        licence: licence of the weights.
+        origin: where they come from (package + version, or our training command).
+    """
+
+    name: str
+    file: str
+    sha256: str
+    task: str
+    sample_rate: int | None
+    licence: str
+    origin: str
+
+
+MODELS: dict[str, ModelEntry] = {
+    m.name: m
+    for m in [
+        ModelEntry("speech-blstm", "speech_blstm.pt",
+                   "PENDING",
+                   "speech separation: up to 3 voices + background (uPIT BLSTM masks, 16 kHz)",
+                   16000, "MIT (trained by avsplit)",
+                   "python -m avsplit.train speech --data ../shared/data"),
+        ModelEntry("face-landmarker", "face_landmarker.task",
+                   "PENDING",
+                   "face detection + 478 face landmarks (MediaPipe Face Mesh)",
+                   None, "Apache-2.0", "mediapipe==0.10.21 wheel (see weights/README.md)"),
+    ]
+}
+
+
+def weights_dir() -> Path:
+    """The folder holding the weights files (``$AVSPLIT_WEIGHTS`` or the repo's ``weights/``)."""
+    env = os.environ.get("AVSPLIT_WEIGHTS")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "weights"
+
+
+@lru_cache(maxsize=None)
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file (cached per path for the process)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def weights_path(name: str, verify: bool = True) -> Path:
+    """Path of a registered model's file, checked against its sha256.
+
+    Raises:
+        AvsplitError: unknown name, missing file, or checksum mismatch.
+    """
+    if name not in MODELS:
+        raise AvsplitError(f"unknown model '{name}'; `avsplit models` lists the bundled ones")
+    entry = MODELS[name]
+    path = weights_dir() / entry.file
+    if not path.exists():
+        raise AvsplitError(f"weights file {path} is missing; reinstall avsplit from its repository "
+                           "or set AVSPLIT_WEIGHTS to the folder holding it")
+    if verify and sha256_of(path) != entry.sha256:
+        raise AvsplitError(f"weights file {path} does not match its sha256 in the registry; "
+                           "restore it from the repository (git checkout weights/)")
+    return path
+
+
+def load_speech_separator(path: Path | None = None, device: str = "cpu"):
+    """Load the speech separator: the bundled one, or ``path`` (a ``best.pt`` from training).
+
+    Returns:
+        ``(model, model_id)`` with ``model_id = {"name", "file", "sha256"}`` for the manifest.
+    """
+    import torch
+
+    from avsplit.models.speech import SpeechSeparator
+
+    if path is None:
+        path = weights_path("speech-blstm")
+        name = "speech-blstm"
+    else:
+        path = Path(path)
+        if not path.exists():
+            raise AvsplitError(f"weights file {path} does not exist")
+        name = path.stem
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if "model" in ckpt:  # a training checkpoint
+        ckpt = ckpt["model"]
+    model = SpeechSeparator.from_checkpoint(ckpt).to(device)
+    return model, {"name": name, "file": path.name, "sha256": sha256_of(path)}
