@@ -173,6 +173,38 @@ def localize(
 
 
 @app.command()
+def sync(
+    input: Path = typer.Argument(..., help="Video file with a visible speaker."),
+    fix: bool = typer.Option(False, "--fix", help="Write a copy with the audio shifted into sync (needs -o)."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output video for --fix."),
+    audio_stream: int = typer.Option(0, "--audio-stream", min=0, help="Audio stream to use (0 = first)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bars."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
+) -> None:
+    """Measure how far the audio of INPUT is ahead of or behind the lips (and fix it)."""
+    from avsplit.sync import fix_offset, measure_offset
+
+    if fix and out is None:
+        stderr.print("avsplit: error: --fix needs -o OUT.mp4", markup=False, highlight=False)
+        raise typer.Exit(2)
+    with _progress(quiet) as bars:
+        try:
+            result = measure_offset(input, audio_stream, RichProgress(bars, input.name))
+            if fix:
+                result["fixed"] = str(fix_offset(input, result["offset_s"], out))
+        except Exception as exc:
+            _fail(input, exc, debug)
+            raise typer.Exit(1)
+    if json_out:
+        print(json.dumps(result, indent=2))
+    else:
+        state = "in sync" if result["in_sync"] else "out of sync"
+        print(f"{input}: audio offset {result['offset_s']:+.2f} s ({state}; face {result['track_id']}, "
+              f"r={result['r']:.2f})" + (f"; wrote {result['fixed']}" if fix else ""))
+
+
+@app.command()
 def models(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
     """List the bundled models, their licences and sha256."""
     from avsplit.models.registry import MODELS, weights_dir

@@ -405,7 +405,8 @@ class VideoWriter:
         cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{self.width}x{self.height}",
                "-r", f"{rate.numerator}/{rate.denominator}", "-i", "pipe:0", *audio,
-               "-map", "0:v:0", *(["-map", "1:a:0", "-c:a", "aac", "-b:a", "192k"] if audio else []),
+               "-map", "0:v:0",
+               *(["-map", "1:a:0", "-c:a", "aac", "-b:a", "192k"] if audio else []),
                "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2",
                "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p",
                "-movflags", "+faststart", _ff(self._tmp)]
@@ -423,6 +424,7 @@ class VideoWriter:
 
     def write(self, frame: np.ndarray) -> None:
         """Append one ``[height, width, 3]`` uint8 RGB frame."""
+        frame = np.asarray(frame)
         if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
             raise ValueError(f"frame must be [{self.height}, {self.width}, 3] uint8, "
                              f"got {frame.shape} {frame.dtype}")

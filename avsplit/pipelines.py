@@ -77,10 +77,10 @@ def _device(name: str) -> str:
     return name
 
 
-def face_tracks(path: Path, info: MediaInfo, progress: Progress) -> tuple[list[VisualTrack], dict]:
-    """Face tracks of a video (MediaPipe face landmarks, linked over time).
+def face_tracks(path: Path, info: MediaInfo, progress: Progress) -> tuple[list[VisualTrack], list[dict]]:
+    """Face tracks of a video (MediaPipe face detection + face mesh, linked over time).
 
-    Returns ``(tracks, model_id)``.
+    Returns ``(tracks, model_ids)``.
     """
     from avsplit.models.registry import sha256_of, weights_path
     from avsplit.vision.faces import FaceAnalyzer, track_faces
@@ -89,10 +89,14 @@ def face_tracks(path: Path, info: MediaInfo, progress: Progress) -> tuple[list[V
     if info.video and info.video.duration and info.video.fps:
         total = info.video.duration * info.video.fps
     advance = progress.stage("finding faces", total)
-    tracks = track_faces(media.iter_frames(path, max_side=ANALYSIS_MAX_SIDE), FaceAnalyzer(),
-                         progress=advance)
-    task = weights_path("face-landmarker")
-    return tracks, {"name": "face-landmarker", "file": task.name, "sha256": sha256_of(task)}
+    with FaceAnalyzer() as analyzer:
+        tracks = track_faces(media.iter_frames(path, max_side=ANALYSIS_MAX_SIDE), analyzer,
+                             progress=advance)
+    ids = []
+    for name in ("face-detector", "face-mesh"):
+        file = weights_path(name)
+        ids.append({"name": name, "file": file.name, "sha256": sha256_of(file)})
+    return tracks, ids
 
 
 def analyse_speech(path: Path, info: MediaInfo, mixture: np.ndarray, rate: int,
@@ -108,12 +112,12 @@ def analyse_speech(path: Path, info: MediaInfo, mixture: np.ndarray, rate: int,
     masks = separate_masks(model, mono, device=device)
     sources = masks_to_waves(model, mono, masks)
     step(1)
-    tracks, face_id = face_tracks(path, info, progress)
+    tracks, face_ids = face_tracks(path, info, progress)
     step = progress.stage("matching voices to faces", 1)
     assignments = associate(sources[:-1], cfg.sample_rate, tracks)
     step(1)
     return SpeechAnalysis(masks, sources, cfg.sample_rate, cfg.hop, tracks, assignments,
-                          [model_id, face_id])
+                          [model_id, *face_ids])
 
 
 def _track_entry(track: VisualTrack) -> dict:

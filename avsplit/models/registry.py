@@ -43,14 +43,18 @@ MODELS: dict[str, ModelEntry] = {
     m.name: m
     for m in [
         ModelEntry("speech-blstm", "speech_blstm.pt",
-                   "PENDING",
+                   "43d7ad693510b611447234daf6d4c0a90756dcb7a5b033143e0901722ec7238d",
                    "speech separation: up to 3 voices + background (uPIT BLSTM masks, 16 kHz)",
                    16000, "MIT (trained by avsplit)",
                    "python -m avsplit.train speech --data ../shared/data"),
-        ModelEntry("face-landmarker", "face_landmarker.task",
-                   "PENDING",
-                   "face detection + 478 face landmarks (MediaPipe Face Mesh)",
-                   None, "Apache-2.0", "mediapipe==0.10.21 wheel (see weights/README.md)"),
+        ModelEntry("face-detector", "face_detection_short_range.tflite",
+                   "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
+                   "face detection (BlazeFace short range)", None, "Apache-2.0",
+                   "mediapipe==0.10.21 wheel: mediapipe/modules/face_detection/"),
+        ModelEntry("face-mesh", "face_landmark.tflite",
+                   "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814",
+                   "468 face landmarks (MediaPipe Face Mesh)", None, "Apache-2.0",
+                   "mediapipe==0.10.21 wheel: mediapipe/modules/face_landmark/"),
     ]
 }
 

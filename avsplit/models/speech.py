@@ -24,14 +24,14 @@ class SpeechSeparatorConfig:
 
     Attributes:
         sample_rate: Hz the network works at.
-        n_fft, hop: STFT window/FFT length and hop in samples (32 ms / 8 ms at 16 kHz).
+        n_fft, hop: STFT window/FFT length and hop in samples (32 ms / 16 ms at 16 kHz).
         n_speakers: speech slots; one more slot holds the background.
         proj: width of the input projection; hidden: LSTM units per direction; layers: BLSTM depth.
     """
 
     sample_rate: int = 16000
     n_fft: int = 512
-    hop: int = 128
+    hop: int = 256
     n_speakers: int = 3
     proj: int = 128
     hidden: int = 192

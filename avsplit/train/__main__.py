@@ -18,12 +18,13 @@ def main() -> None:
     sp.add_argument("--seconds", type=float, default=3.0)
     sp.add_argument("--lr", type=float, default=1e-3)
     sp.add_argument("--threads", type=int, default=2)
+    sp.add_argument("--init", type=Path, default=None, help="checkpoint to warm-start from")
     args = parser.parse_args()
     if args.task == "speech":
         from avsplit.train.speech import train
 
         train(args.data, args.out, steps=args.steps, batch=args.batch, seconds=args.seconds,
-              lr=args.lr, threads=args.threads)
+              lr=args.lr, threads=args.threads, init=args.init)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from scipy.signal import fftconvolve
 
-from avsplit.audio import si_sdr
+from avsplit.audio import si_sdr, stft
 from avsplit.models.speech import SpeechSeparator, SpeechSeparatorConfig
 from avsplit.train import corpus
 
@@ -117,7 +117,7 @@ def make_mixture(pools: Pools, length: int, n_speakers: int, rng: np.random.Gene
 
 
 def make_batch(pools: Pools, batch: int, length: int, rng: np.random.Generator,
-               max_speakers: int = 3, speaker_probs=(0.35, 0.45, 0.2)):
+               max_speakers: int = 3, speaker_probs=(0.3, 0.55, 0.15)):
     """Stack :func:`make_mixture` examples into torch tensors ``[B, S]``, ``[B, K, S]``, ``[B, S]``."""
     items = [make_mixture(pools, length, int(rng.choice(np.arange(1, max_speakers + 1), p=speaker_probs)),
                           rng, max_speakers) for _ in range(batch)]
@@ -145,8 +145,12 @@ def thresholded_snr_loss(estimate: torch.Tensor, reference: torch.Tensor, mixtur
 
 
 def pit_loss(sources: torch.Tensor, speech: torch.Tensor, background: torch.Tensor,
-             mixture: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+             mixture: torch.Tensor, silent_weight: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
     """Permutation-invariant loss over the speech slots plus the background slot's loss.
+
+    Active references count fully; slots whose reference is silent count with
+    ``silent_weight`` (a full-weight silence term makes "put everything in the background
+    slot" a strong local minimum).
 
     Args:
         sources: ``[B, K + 1, S]`` network outputs; speech: ``[B, K, S]``; background, mixture: ``[B, S]``.
@@ -156,13 +160,48 @@ def pit_loss(sources: torch.Tensor, speech: torch.Tensor, background: torch.Tens
     """
     k = speech.shape[1]
     pair = thresholded_snr_loss(sources[:, :k, None], speech[:, None], mixture[:, None, None])  # [B, K_est, K_ref]
+    active = (speech ** 2).sum(-1) > 1e-8  # [B, K_ref]
+    weight = torch.where(active, 1.0, silent_weight)
+    weight = weight / active.sum(-1, keepdim=True).clamp(min=1)
     perms = torch.tensor(list(itertools.permutations(range(k))))
     # cost of assigning estimate p[j] to reference j
-    costs = torch.stack([pair[:, p, torch.arange(k)].mean(-1) for p in perms], dim=1)  # [B, P]
+    costs = torch.stack([(pair[:, p, torch.arange(k)] * weight).sum(-1) for p in perms], dim=1)  # [B, P]
     best = costs.argmin(dim=1)
     speech_loss = costs.gather(1, best[:, None]).squeeze(1)
-    bg_loss = thresholded_snr_loss(sources[:, k], background, mixture)
-    return (speech_loss + 0.5 * bg_loss).mean(), perms[best]
+    bg_active = (background ** 2).sum(-1) > 1e-8
+    bg_loss = thresholded_snr_loss(sources[:, k], background, mixture) * torch.where(bg_active, 0.5, silent_weight)
+    return (speech_loss + bg_loss).mean(), perms[best]
+
+
+def psa_pit_loss(masks: torch.Tensor, mixture: torch.Tensor, speech: torch.Tensor,
+                 background: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
+    """Permutation-invariant phase-sensitive spectrum approximation loss.
+
+    Erdogan et al., 2015 (PSA) as used by uPIT (Kolbaek et al., 2017): the masked mixture
+    magnitude ``M |Y|`` approximates ``|S| cos(angle(Y) - angle(S))`` truncated to ``[0, |Y|]``,
+    mean squared error normalised by the mixture's energy. Silent references have a zero
+    target, so mixtures with fewer voices than slots need no special case.
+
+    Args:
+        masks: ``[B, K + 1, F, T]``; mixture: ``[B, S]``; speech: ``[B, K, S]``; background: ``[B, S]``.
+
+    Returns:
+        Scalar loss.
+    """
+    k = speech.shape[1]
+    y = stft(mixture, n_fft, hop)  # [B, F, T]
+    refs = stft(torch.cat([speech, background[:, None]], dim=1), n_fft, hop)  # [B, K+1, F, T]
+    mag = y.abs()[:, None]
+    target = (refs * y.conj()[:, None]).real / (mag + 1e-8)
+    target = torch.minimum(target.clamp(min=0), mag)
+    norm = (mag ** 2).mean(dim=(-1, -2)) + 1e-8  # [B, 1]
+    est = masks * mag
+    pair = ((est[:, :k, None] - target[:, None, :k]) ** 2).mean(dim=(-1, -2)) / norm[:, :, None]  # [B, K, K]
+    perms = torch.tensor(list(itertools.permutations(range(k))))
+    costs = torch.stack([pair[:, p, torch.arange(k)].sum(-1) for p in perms], dim=1)
+    speech_loss = costs.min(dim=1).values
+    bg_loss = ((est[:, k] - target[:, k]) ** 2).mean(dim=(-1, -2)) / norm[:, 0]
+    return (speech_loss + bg_loss).mean()
 
 
 def validation_set(pools: Pools, length: int, seed: int = 1234):
@@ -198,10 +237,12 @@ def evaluate(model: SpeechSeparator, sets: dict) -> dict:
 
 def train(data: Path, out: Path, steps: int = 12000, batch: int = 8, seconds: float = 3.0,
           lr: float = 1e-3, checkpoint_minutes: float = 5.0, eval_every: int = 250,
-          config: SpeechSeparatorConfig | None = None, seed: int = 0, threads: int = 2) -> Path:
+          config: SpeechSeparatorConfig | None = None, seed: int = 0, threads: int = 2,
+          init: Path | None = None) -> Path:
     """Train (or resume) and write ``out/best.pt`` (best validation) and ``out/last.pt``.
 
     Logs one JSON line per evaluation to ``out/log.jsonl``. Returns the path of ``best.pt``.
+    ``init``: a checkpoint to start from (ignored when resuming from ``out/last.pt``).
     """
     torch.set_num_threads(threads)
     out.mkdir(parents=True, exist_ok=True)
@@ -213,6 +254,8 @@ def train(data: Path, out: Path, steps: int = 12000, batch: int = 8, seconds: fl
     model = SpeechSeparator(config)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     step, best = 0, -math.inf
+    if init is not None:  # warm start from another checkpoint with the same layer shapes
+        model.load_state_dict(torch.load(init, weights_only=False)["model"]["state_dict"])
     if (out / "last.pt").exists():
         ck = torch.load(out / "last.pt", weights_only=False)
         model.load_state_dict(ck["model"]["state_dict"])
@@ -236,8 +279,9 @@ def train(data: Path, out: Path, steps: int = 12000, batch: int = 8, seconds: fl
         for g in opt.param_groups:  # cosine decay to lr/10
             g["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
         mix, speech, bg = make_batch(train_pools, batch, length, rng)
-        sources, _ = model(mix)
-        loss, _ = pit_loss(sources, speech, bg, mix)
+        spec = stft(mix, config.n_fft, config.hop)
+        masks = model.masks(spec)
+        loss = psa_pit_loss(masks, mix, speech, bg, config.n_fft, config.hop)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)

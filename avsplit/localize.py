@@ -1,0 +1,592 @@
+"""``avsplit localize``: where in the picture the sound comes from, frame by frame.
+
+Computed, not learned, from two audio-visual synchrony cues:
+
+* faces: each face track's jaw opening is correlated with the loudness of the mixture
+  (:func:`avsplit.associate.sync_score`); a face in sync lights up while its mouth is moving
+  and the audio is loud;
+* everything else: per grid cell, the correlation between motion energy and the audio level
+  (:mod:`avsplit.vision.motion`, after Hershey & Movellan, 2000), over the whole clip and in
+  sliding 2 s windows (averaged), lights up where the picture currently moves. A steady
+  sound (an engine) does not co-vary with anything, so every cell keeps a small prior
+  (``MOTION_PRIOR``): while there is sound, what moves most is the best remaining guess.
+  Picture-wide change (camera shake, the median over cells) is removed from the current
+  motion first.
+
+The per-frame heatmap (a class-activation-style map as in Owens & Efros, 2018) is the sum of
+both, smoothed, scaled by how loud the audio is at that moment and normalised by one reference
+for the whole clip, so quiet moments fade out instead of being stretched to full scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from avsplit import media
+from avsplit.associate import SyncScore, speech_envelope, sync_score
+from avsplit.errors import AvsplitError
+from avsplit.pipelines import ANALYSIS_MAX_SIDE, NullProgress, Progress
+from avsplit.structures import MediaInfo, VisualTrack
+from avsplit.vision.motion import (MotionAccumulator, audio_motion_map, cut_frames,
+                                   sliding_audio_motion_map)
+
+ENV_RATE = 16000
+MAX_ANALYSIS_FRAMES = 1500
+MIN_ANALYSIS_FPS = 8.0
+OVERLAY_MAX_SIDE = 1280
+HEAT_UPSAMPLE = 4
+WINDOW_S = 2.0
+SMOOTH_S = 0.2
+MOUTH_WINDOW_S = 0.4
+LOUD_RANGE_DB = 30.0
+SILENT_LOUDNESS = 0.05
+MIN_SCORE = 0.1
+HEAT_REF_FLOOR = 0.15
+MOTION_PRIOR = 0.15
+FACE_PRIOR = 0.15
+BODY_WEIGHT = 0.3
+MOUTH_Y = 0.72
+ALPHA = 0.45
+HEAT_VISIBLE = 0.03
+LEGEND_FACES = 5
+
+# RGB colours for face boxes, by track id
+PALETTE = [(255, 255, 255), (255, 80, 200), (80, 255, 120), (255, 220, 60), (90, 200, 255),
+           (255, 140, 60), (180, 120, 255)]
+
+
+@dataclass
+class _Analysis:
+    """Everything needed to draw the heat of any analysed frame.
+
+    Attributes:
+        times: ``[T]`` seconds of the analysed frames.
+        frame_size: ``(height, width)`` of the analysis frames.
+        motion_part: ``[T, gh, gw]`` float32 motion/audio heat before smoothing.
+        tracks: face tracks aligned with ``times``; face_weight: ``[F, T]`` their heat weights.
+        heat: ``[T, hh, hw]`` float32 normalised heat 0..1.
+        loud: ``[T]`` loudness 0..1.
+    """
+
+    times: np.ndarray
+    frame_size: tuple[int, int]
+    motion_part: np.ndarray
+    tracks: list[VisualTrack]
+    face_weight: np.ndarray
+    heat: np.ndarray | None = None
+    loud: np.ndarray | None = None
+
+
+def _analysis_fps(info: MediaInfo) -> float | None:
+    """``None`` (every frame) when the clip has at most ``MAX_ANALYSIS_FRAMES`` frames, else a
+    lower rate that gives about that many (never below ``MIN_ANALYSIS_FPS``)."""
+    v = info.video
+    duration = (v.duration if v and v.duration else None) or info.duration
+    if not duration or not v or not v.fps:
+        return None
+    frames = v.frames or duration * v.fps
+    if frames <= MAX_ANALYSIS_FRAMES:
+        return None
+    return max(MIN_ANALYSIS_FPS, MAX_ANALYSIS_FRAMES / duration)
+
+
+def _loudness(env: np.ndarray, env_t: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """``[T]`` 0..1: the audio level at each time, 0 at ``LOUD_RANGE_DB`` below the clip's
+    loud reference (95th percentile of the envelope) and below, 1 at the reference and above."""
+    if len(env) < 2:
+        return np.zeros(len(times), np.float32)
+    ref = float(np.percentile(env, 95))
+    if ref < 1e-4:  # digital silence (below -80 dBFS RMS)
+        return np.zeros(len(times), np.float32)
+    level = np.interp(times, env_t, env)
+    db = 20 * np.log10(np.maximum(level, 1e-12) / ref)
+    return np.clip((db + LOUD_RANGE_DB) / LOUD_RANGE_DB, 0.0, 1.0).astype(np.float32)
+
+
+def _moving_average(x: np.ndarray, n: int) -> np.ndarray:
+    """Centred moving average along axis 0 over ``n`` samples (edges use the samples there)."""
+    if n <= 1 or len(x) < 2:
+        return x
+    flat = x.reshape(len(x), -1).astype(np.float64)
+    pad = n // 2
+    padded = np.concatenate([np.repeat(flat[:1], pad, 0), flat, np.repeat(flat[-1:], n - 1 - pad, 0)])
+    csum = np.concatenate([np.zeros((1, flat.shape[1])), np.cumsum(padded, axis=0)])
+    out = (csum[n:] - csum[:-n]) / n
+    return out.reshape(x.shape).astype(np.float32)
+
+
+def _rolling_std(x: np.ndarray, n: int) -> np.ndarray:
+    """Centred rolling standard deviation of ``x [T]`` over ``n`` frames, ignoring NaN;
+    NaN where ``x`` is NaN or fewer than 3 values are in the window."""
+    ok = ~np.isnan(x)
+    v = np.where(ok, x, 0.0).astype(np.float64)
+    pad = n // 2
+    c = np.concatenate([[0.0], np.cumsum(np.pad(ok.astype(np.float64), (pad, n - 1 - pad)))])
+    s = np.concatenate([[0.0], np.cumsum(np.pad(v, (pad, n - 1 - pad)))])
+    s2 = np.concatenate([[0.0], np.cumsum(np.pad(v * v, (pad, n - 1 - pad)))])
+    cnt = c[n:] - c[:-n]
+    mean = (s[n:] - s[:-n]) / np.maximum(cnt, 1)
+    var = (s2[n:] - s2[:-n]) / np.maximum(cnt, 1) - mean ** 2
+    out = np.sqrt(np.maximum(var, 0.0))
+    out[(cnt < 3) | ~ok] = np.nan
+    return out
+
+
+def _align(track: VisualTrack, times: np.ndarray) -> VisualTrack:
+    """The track resampled (nearest frame) onto ``times`` when its own timestamps differ."""
+    tt = np.asarray(track.timestamps, np.float64)
+    if len(tt) == len(times) and np.allclose(tt, times, atol=1e-3):
+        return track
+    if len(tt) == 0:
+        idx = None
+    else:
+        idx = np.clip(np.searchsorted(tt, times), 0, len(tt) - 1)
+        prev = np.clip(idx - 1, 0, len(tt) - 1)
+        idx = np.where(np.abs(tt[prev] - times) < np.abs(tt[idx] - times), prev, idx)
+    boxes = np.full((len(times), 4), np.nan, np.float32)
+    act = np.full(len(times), np.nan, np.float32)
+    if idx is not None:
+        near = np.abs(tt[idx] - times) < 0.1
+        boxes[near] = track.boxes[idx[near]]
+        act[near] = track.activity[idx[near]]
+    return VisualTrack(track.track_id, track.kind, times, boxes, act, track.label, track.score)
+
+
+def _sync_weight(score: SyncScore) -> float:
+    """How much a face's heat counts: ``max(0, r)``, faded out for z-scores below 2 (a best r
+    that the lag search alone could explain), but never below ``FACE_PRIOR``: a mouth moving
+    while there is sound is a candidate even when other sounds hide the sync."""
+    return max(FACE_PRIOR, max(0.0, score.r) * float(np.clip(score.z / 2.0, 0.0, 1.0)))
+
+
+def _face_weights(tracks: list[VisualTrack], scores: list[SyncScore], loud: np.ndarray,
+                  fps: float) -> np.ndarray:
+    """``[F, T]`` heat weight of each face per frame: sync weight x mouth movement x loudness.
+
+    Mouth movement is the rolling standard deviation of the jaw opening (in face heights, over
+    ``MOUTH_WINDOW_S``), divided by the largest 90th percentile over all faces (so the faces
+    are compared on one scale; floored at 0.01 face heights) and clipped to 0..1.
+    """
+    T = len(loud)
+    if not tracks:
+        return np.zeros((0, T), np.float32)
+    n = max(3, int(round(MOUTH_WINDOW_S * fps)))
+    moves = [_rolling_std(tr.activity.astype(np.float64), n) for tr in tracks]
+    p90 = [np.nanpercentile(m, 90) for m in moves if np.isfinite(m).any()]
+    scale = max([0.01, *p90])
+    out = np.zeros((len(tracks), T), np.float32)
+    for i, (m, s) in enumerate(zip(moves, scores)):
+        dev = np.clip(np.nan_to_num(m, nan=0.0) / scale, 0.0, 1.0)
+        out[i] = _sync_weight(s) * dev * loud
+    return out
+
+
+def _face_blob(box: np.ndarray, hh: int, hw: int) -> np.ndarray:
+    """``[hh, hw]`` Gaussian over a normalised face box (the face mesh's extent, forehead to
+    chin), centred on the mouth (``MOUTH_Y`` = 72% down the box), standard deviations 30% of
+    the box, peak 1."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    cx, cy = (x0 + x1) / 2, y0 + MOUTH_Y * (y1 - y0)
+    sx, sy = max(0.3 * (x1 - x0), 0.5 / hw), max(0.3 * (y1 - y0), 0.5 / hh)
+    xs = (np.arange(hw) + 0.5) / hw
+    ys = (np.arange(hh) + 0.5) / hh
+    gx = np.exp(-0.5 * ((xs - cx) / sx) ** 2)
+    gy = np.exp(-0.5 * ((ys - cy) / sy) ** 2)
+    return np.outer(gy, gx).astype(np.float32)
+
+
+def _face_mask(boxes: list[np.ndarray], hh: int, hw: int, grow: float = 0.1) -> np.ndarray:
+    """``[hh, hw]`` float32 weight of the motion heat around faces: 0 inside the (grown) face
+    boxes (the face term covers them), ``BODY_WEIGHT`` in the body below each face (one face
+    width either side, three face heights down: gestures and swaying are not the voice), 1
+    elsewhere."""
+    mask = np.ones((hh, hw), np.float32)
+
+    def put(x0, y0, x1, y1, value):
+        c0, c1 = max(int(np.floor(x0 * hw)), 0), max(int(np.ceil(x1 * hw)), 0)
+        r0, r1 = max(int(np.floor(y0 * hh)), 0), max(int(np.ceil(y1 * hh)), 0)
+        mask[r0:r1, c0:c1] = np.minimum(mask[r0:r1, c0:c1], value)
+
+    for x0, y0, x1, y1 in boxes:
+        fw, fh = x1 - x0, y1 - y0
+        put(x0 - fw, y1, x1 + fw, y1 + 3 * fh, BODY_WEIGHT)
+    for x0, y0, x1, y1 in boxes:
+        dx, dy = grow * (x1 - x0), grow * (y1 - y0)
+        put(x0 - dx, y0 - dy, x1 + dx, y1 + dy, 0.0)
+    return mask
+
+
+def _heat_maps(a: _Analysis) -> np.ndarray:
+    """``[T, hh, hw]`` float32 un-normalised heat: upsampled motion part outside faces plus
+    face blobs, Gaussian-smoothed."""
+    T, gh, gw = a.motion_part.shape
+    hh, hw = gh * HEAT_UPSAMPLE, gw * HEAT_UPSAMPLE
+    sigma = 0.75 * HEAT_UPSAMPLE
+    out = np.zeros((T, hh, hw), np.float32)
+    for k in range(T):
+        heat = cv2.resize(a.motion_part[k], (hw, hh), interpolation=cv2.INTER_LINEAR)
+        boxes = [tr.boxes[k] for tr in a.tracks if not np.isnan(tr.boxes[k, 0])]
+        if boxes:
+            heat *= _face_mask(boxes, hh, hw)
+        for i, tr in enumerate(a.tracks):
+            if not np.isnan(tr.boxes[k, 0]) and a.face_weight[i, k] > 0:
+                heat += a.face_weight[i, k] * _face_blob(tr.boxes[k], hh, hw)
+        out[k] = cv2.GaussianBlur(heat, (0, 0), sigma)
+    return out
+
+
+def _track_entry(track: VisualTrack, score: SyncScore) -> dict:
+    seen = track.seen
+    box = np.nanmean(track.boxes[seen], axis=0) if seen.any() else np.full(4, np.nan)
+    return {"track_id": int(track.track_id), "kind": track.kind, "sync_r": round(float(score.r), 3),
+            "sync_z": round(float(score.z), 2), "lag_s": round(float(score.lag_s), 3),
+            "mean_box": [None if np.isnan(v) else round(float(v), 4) for v in box],
+            "seen_fraction": round(float(seen.mean()), 3) if len(seen) else 0.0}
+
+
+def _face_at(tracks: list[VisualTrack], k: int, x: float, y: float) -> int | None:
+    """Id of the smallest face box (grown by 15%) containing normalised point ``(x, y)`` at
+    frame ``k``, else ``None``."""
+    best, area = None, np.inf
+    for tr in tracks:
+        x0, y0, x1, y1 = tr.boxes[k]
+        if np.isnan(x0):
+            continue
+        dx, dy = 0.15 * (x1 - x0), 0.15 * (y1 - y0)
+        if x0 - dx <= x <= x1 + dx and y0 - dy <= y <= y1 + dy and (x1 - x0) * (y1 - y0) < area:
+            best, area = int(tr.track_id), (x1 - x0) * (y1 - y0)
+    return best
+
+
+def _analyse(path: Path, info: MediaInfo, audio_stream: int, progress: Progress
+             ) -> tuple[_Analysis, list[SyncScore], np.ndarray, float | None]:
+    """Decode, track faces, score sync and build the heat. Returns
+    ``(analysis, sync scores, global motion/audio map, analysis fps or None for all frames)``."""
+    from avsplit.vision.faces import FaceAnalyzer, track_faces
+
+    step = progress.stage("decoding audio", 1)
+    mixture, rate = media.load_audio(path, stream=audio_stream, sample_rate=ENV_RATE, info=info)
+    mono = mixture.mean(axis=0) if len(mixture) else np.zeros(0, np.float32)
+    env, env_t = speech_envelope(mono, rate)
+    step(1)
+
+    fps = _analysis_fps(info)
+    v = info.video
+    total = None
+    if v is not None and v.fps:
+        duration = v.duration or info.duration
+        total = (v.frames or (duration * v.fps if duration else None)) if fps is None else \
+            (duration * fps if duration else None)
+    advance = progress.stage("finding faces and motion", total)
+    acc = MotionAccumulator()
+    shapes: list[tuple[int, int]] = []
+
+    def frames():
+        for t, frame in acc.watch(media.iter_frames(path, max_side=ANALYSIS_MAX_SIDE, fps=fps)):
+            if not shapes:
+                shapes.append(frame.shape[:2])
+            yield t, frame
+
+    with FaceAnalyzer() as analyzer:
+        tracks = track_faces(frames(), analyzer, progress=advance)
+    times = acc.timestamps
+    if len(times) == 0:
+        raise AvsplitError(f"{path}: no video frame could be decoded; re-encode the file or give "
+                           "another video")
+    energy = acc.energy
+    tracks = [_align(tr, times) for tr in tracks if tr.kind == "face"]
+
+    step = progress.stage("matching sound to picture", 1)
+    scores = [sync_score(np.zeros(0, np.float32), rate, tr, envelope=(env, env_t)) for tr in tracks]
+    loud = _loudness(env, env_t, times)
+    fps_a = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 25.0
+    face_weight = _face_weights(tracks, scores, loud, fps_a)
+
+    cuts = cut_frames(energy)
+    global_map = audio_motion_map(energy, times, env, env_t, exclude=cuts)
+    local_maps, centres = sliding_audio_motion_map(energy, times, env, env_t, window_s=WINDOW_S,
+                                                   exclude=cuts)
+    near = np.clip(np.searchsorted(centres, times), 0, len(centres) - 1)
+    prev = np.clip(near - 1, 0, len(centres) - 1)
+    near = np.where(np.abs(centres[prev] - times) < np.abs(centres[near] - times), prev, near)
+    corr = 0.5 * global_map[None] + 0.5 * local_maps[near]  # [T, gh, gw]
+
+    # what moves now, beyond the picture-wide change (camera shake, swaying trees, noise)
+    smooth = _moving_average(energy, max(1, int(round(SMOOTH_S * fps_a))))
+    smooth = np.maximum(smooth - np.median(smooth.reshape(len(smooth), -1), axis=1)[:, None, None], 0)
+    e_ref = max(float(np.percentile(smooth[~cuts], 99.5)) if (~cuts).any() else 0.0, 4.0)
+    moving = np.sqrt(np.clip(smooth / e_ref, 0.0, 1.0))
+    motion_part = (np.maximum(corr, MOTION_PRIOR) * moving * loud[:, None, None]).astype(np.float32)
+    motion_part[cuts] = 0.0
+
+    a = _Analysis(times, shapes[0], motion_part, tracks, face_weight, loud=loud)
+    raw = _heat_maps(a)
+    peaks = raw.reshape(len(raw), -1).max(axis=1)[loud >= SILENT_LOUDNESS]
+    ref = max(float(np.percentile(peaks, 90)) if len(peaks) else 0.0, HEAT_REF_FLOOR)
+    a.heat = np.clip(raw / ref, 0.0, 1.0).astype(np.float32)
+    step(1)
+    return a, scores, global_map, fps
+
+
+def _frame_entries(a: _Analysis) -> list[dict]:
+    out = []
+    T, hh, hw = a.heat.shape
+    for k in range(T):
+        h = a.heat[k]
+        i = int(np.argmax(h))
+        score = float(h.flat[i])
+        entry = {"t": round(float(a.times[k]), 3), "peak": None, "score": round(score, 3),
+                 "track_id": None}
+        if a.loud[k] >= SILENT_LOUDNESS and score >= MIN_SCORE:
+            y, x = divmod(i, hw)
+            px, py = (x + 0.5) / hw, (y + 0.5) / hh
+            entry["peak"] = [round(px, 4), round(py, 4)]
+            entry["track_id"] = _face_at(a.tracks, k, px, py)
+        out.append(entry)
+    return out
+
+
+# ---------------------------------------------------------------- overlay drawing
+
+def _font_scale(height: int) -> float:
+    return float(np.clip(height / 720 * 0.6, 0.35, 1.2))
+
+
+def _legend(tracks: list[VisualTrack], scores: list[SyncScore], height: int
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """The legend patch: ``(rgb [h, w, 3] uint8, alpha [h, w, 1] float32)``: a colour scale
+    labelled "sound source heat" and one line per face ("face N r=0.52"), best synced first,
+    at most ``LEGEND_FACES`` of them."""
+    fs = _font_scale(height)
+    th = max(1, int(round(fs * 1.6)))
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    pad = int(round(8 * fs / 0.6))
+    (tw, tht), base = cv2.getTextSize("sound source heat", font, fs, th)
+    line = tht + base + pad // 2
+    bar_w, bar_h = max(tw, int(160 * fs / 0.6)), max(6, int(round(12 * fs / 0.6)))
+    ranked = sorted(zip(tracks, scores), key=lambda ts: -ts[1].r)
+    lines = [(f"face {tr.track_id} r={s.r:.2f}", PALETTE[tr.track_id % len(PALETTE)])
+             for tr, s in ranked[:LEGEND_FACES]] or [("no face: motion only", (200, 200, 200))]
+    if len(ranked) > LEGEND_FACES:
+        lines.append((f"+{len(ranked) - LEGEND_FACES} more faces", (0, 0, 0)))
+    small = fs * 0.8
+    (lw, _), _ = cv2.getTextSize("low", font, small, 1)
+    width = pad * 2 + max(bar_w, *(cv2.getTextSize(t, font, fs, th)[0][0] + line for t, _ in lines))
+    hgt = pad + line + bar_h + line + len(lines) * line + pad // 2
+    img = np.zeros((hgt, width, 3), np.uint8)
+    y = pad + tht
+    cv2.putText(img, "sound source heat", (pad, y), font, fs, (255, 255, 255), th, cv2.LINE_AA)
+    y += base + pad // 2
+    ramp = np.linspace(0, 255, bar_w).astype(np.uint8)[None].repeat(bar_h, 0)
+    img[y:y + bar_h, pad:pad + bar_w] = cv2.applyColorMap(ramp, cv2.COLORMAP_TURBO)[..., ::-1]
+    y += bar_h + line - base
+    cv2.putText(img, "low", (pad, y), font, small, (220, 220, 220), 1, cv2.LINE_AA)
+    (hw_, _), _ = cv2.getTextSize("high", font, small, 1)
+    cv2.putText(img, "high", (pad + bar_w - hw_, y), font, small, (220, 220, 220), 1, cv2.LINE_AA)
+    for text, colour in lines:
+        y += line
+        sw = tht
+        cv2.rectangle(img, (pad, y - sw), (pad + sw, y), colour, -1)
+        cv2.putText(img, text, (pad + sw + pad // 2, y), font, fs, (255, 255, 255), th, cv2.LINE_AA)
+    alpha = np.full((hgt, width, 1), 0.7, np.float32)
+    alpha[img.max(axis=2) > 0] = 1.0
+    return img, alpha
+
+
+def _draw(frame: np.ndarray, heat: np.ndarray, tracks: list[VisualTrack], scores: list[SyncScore],
+          k: int, legend: tuple[np.ndarray, np.ndarray], corner: tuple[int, int]) -> np.ndarray:
+    """One overlay frame: the heat blended in (TURBO colours, alpha up to ``ALPHA``), face
+    boxes with id and sync r, and the legend with its top-left pixel at ``corner`` (y, x)."""
+    h, w = frame.shape[:2]
+    out = np.ascontiguousarray(frame).copy()
+    rows, cols = np.nonzero(heat > HEAT_VISIBLE)
+    if len(rows):  # blend only the box where some heat shows
+        hh, hw = heat.shape
+        r0, r1 = max(0, (rows.min() - 1) * h // hh), min(h, (rows.max() + 2) * h // hh)
+        c0, c1 = max(0, (cols.min() - 1) * w // hw), min(w, (cols.max() + 2) * w // hw)
+        full = cv2.resize(heat, (w, h), interpolation=cv2.INTER_LINEAR)[r0:r1, c0:c1]
+        colour = cv2.applyColorMap((np.clip(full, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_TURBO)
+        cv2.cvtColor(colour, cv2.COLOR_BGR2RGB, dst=colour)
+        alpha = np.clip((full - HEAT_VISIBLE) * (ALPHA / 0.22), 0.0, ALPHA).astype(np.float32)
+        out[r0:r1, c0:c1] = cv2.blendLinear(np.ascontiguousarray(out[r0:r1, c0:c1]), colour,
+                                            1.0 - alpha, alpha)
+    fs = _font_scale(h)
+    th = max(1, int(round(fs * 1.6)))
+    for tr, s in zip(tracks, scores):
+        box = tr.boxes[k]
+        if np.isnan(box[0]):
+            continue
+        x0, y0, x1, y1 = (int(round(float(v) * d)) for v, d in zip(box, (w, h, w, h)))
+        c = PALETTE[tr.track_id % len(PALETTE)]
+        cv2.rectangle(out, (x0, y0), (x1, y1), c, th, cv2.LINE_AA)
+        label = f"face {tr.track_id} r={s.r:.2f}"
+        (tw, tht), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, fs, th)
+        ty = y0 - base - 2 if y0 - tht - base - 2 >= 0 else min(h - base, y1 + tht + 2)
+        cv2.rectangle(out, (x0, ty - tht - 2), (x0 + tw + 4, ty + base), (0, 0, 0), -1)
+        cv2.putText(out, label, (x0 + 2, ty), cv2.FONT_HERSHEY_SIMPLEX, fs, c, th, cv2.LINE_AA)
+    img, a = legend
+    y, x = corner
+    lh, lw = min(img.shape[0], h - y), min(img.shape[1], w - x)
+    if lh > 0 and lw > 0:
+        region = out[y:y + lh, x:x + lw].astype(np.float32)
+        aa = a[:lh, :lw]
+        out[y:y + lh, x:x + lw] = (region * (1 - aa) + img[:lh, :lw] * aa).astype(np.uint8)
+    return out
+
+
+def _legend_corner(a: _Analysis, size: tuple[int, int], h: int, w: int) -> tuple[int, int]:
+    """Top-left pixel ``(y, x)`` for a legend of ``size`` ``(height, width)``: the frame corner
+    where it covers the least face area and heat over the clip (top-left on a tie)."""
+    m = int(round(6 * _font_scale(h) / 0.6))
+    lh, lw = size
+    corners = [(m, m), (m, max(0, w - lw - m)), (max(0, h - lh - m), m),
+               (max(0, h - lh - m), max(0, w - lw - m))]
+    T, hh, hw = a.heat.shape
+    mean_heat = a.heat.mean(axis=0)
+    costs = []
+    for y, x in corners:
+        x0, y0, x1, y1 = x / w, y / h, (x + lw) / w, (y + lh) / h
+        cost = 0.0
+        for tr in a.tracks:
+            b = tr.boxes[tr.seen]
+            if len(b):
+                iw = np.clip(np.minimum(b[:, 2], x1) - np.maximum(b[:, 0], x0), 0, None)
+                ih = np.clip(np.minimum(b[:, 3], y1) - np.maximum(b[:, 1], y0), 0, None)
+                cost += float((iw * ih).sum()) / T * 10
+        r = slice(int(y0 * hh), int(np.ceil(y1 * hh)))
+        c = slice(int(x0 * hw), int(np.ceil(x1 * hw)))
+        cost += float(mean_heat[r, c].sum()) / (hh * hw)
+        costs.append(cost)
+    return corners[int(np.argmin(np.asarray(costs) - 1e-9 * np.arange(4)[::-1]))]
+
+
+def _write_overlay(path: Path, info: MediaInfo, overlay_path: Path, a: _Analysis,
+                   scores: list[SyncScore], progress: Progress) -> Path:
+    v = info.video
+    max_side = None if max(v.width, v.height) <= OVERLAY_MAX_SIDE else ANALYSIS_MAX_SIDE
+    fps = v.fps if v.fps and v.fps > 0 else 25.0
+    total = v.frames or ((v.duration or info.duration) * fps or None)
+    advance = progress.stage("writing overlay", total)
+    frames = media.iter_frames(path, max_side=max_side)
+    first = next(frames, None)
+    if first is None:
+        raise AvsplitError(f"{path}: no video frame could be decoded; re-encode the file or give "
+                           "another video")
+    h, w = first[1].shape[:2]
+    legend = _legend(a.tracks, scores, h)
+    corner = _legend_corner(a, legend[0].shape[:2], h, w)
+    times = a.times
+
+    def nearest(t: float) -> int:
+        i = int(np.clip(np.searchsorted(times, t), 0, len(times) - 1))
+        if i > 0 and abs(times[i - 1] - t) <= abs(times[i] - t):
+            i -= 1
+        return i
+
+    with media.VideoWriter(overlay_path, w, h, fps, audio_from=path) as writer:
+        for t, frame in _chain(first, frames):
+            if frame.shape[:2] != (h, w):
+                frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
+            k = nearest(t)
+            writer.write(_draw(frame, a.heat[k], a.tracks, scores, k, legend, corner))
+            advance(1)
+    return overlay_path
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+# ---------------------------------------------------------------- entry point
+
+def localize_file(path: Path | str, overlay_path: Path | str | None = None, audio_stream: int = 0,
+                  device: str = "auto", progress: Progress | None = None) -> dict:
+    """Find where in the picture the sound of a video comes from, frame by frame.
+
+    Steps: decode the audio (the chosen stream, downmixed to mono at 16 kHz) and its RMS
+    envelope; decode the video once at analysis size (longer side ``ANALYSIS_MAX_SIDE`` px;
+    every frame for clips of up to ``MAX_ANALYSIS_FRAMES`` frames, else about that many frames
+    spread evenly, at least ``MIN_ANALYSIS_FPS`` per second), feeding the frames to the face
+    tracker and the motion energy at the same time (no frame is kept in memory); score each
+    face's lip sync with the mixture envelope; correlate motion with the audio level per grid
+    cell over the whole clip and over sliding 2 s windows; build the per-frame heat (see the
+    module docstring).
+
+    Args:
+        path: a video file with sound.
+        overlay_path: if given, write there an mp4 of the video at its original resolution
+            (at analysis size instead when its longer side exceeds ``OVERLAY_MAX_SIDE`` =
+            1280 px) with the heat blended in, face boxes labelled with id and sync r, a
+            legend in the corner with the fewest faces, and the input's audio; same frame rate and frame
+            count as the input; output frame ``k`` uses the heat of the nearest analysed frame.
+        audio_stream: which audio stream of the input (0 = first).
+        device: accepted for symmetry with ``separate``; everything here runs on the CPU
+            (MediaPipe + numpy), but ``"cuda"`` without a GPU is still an error.
+        progress: a :class:`~avsplit.pipelines.Progress` (stages: decoding audio, finding faces
+            and motion, matching sound to picture, writing overlay).
+
+    Returns:
+        A JSON-ready dict: ``input`` (str), ``duration`` (s), ``fps_analysed`` (frames per
+        second actually analysed), ``grid`` ([rows, cols] of motion cells),
+        ``motion_map_peak`` ([x, y] 0..1 of the strongest motion/audio correlation over the
+        whole clip, ``None`` when nothing correlates), ``motion_map_max`` (that r),
+        ``tracks`` (per face: ``track_id``, ``kind``, ``sync_r``, ``sync_z``, ``lag_s``,
+        ``mean_box`` [x0, y0, x1, y1] 0..1, ``seen_fraction``), ``frames`` (per analysed frame:
+        ``t`` s, ``peak`` [x, y] 0..1 of the heat maximum or ``None`` when silent or nothing
+        stands out, ``score`` 0..1 the heat there, ``track_id`` of the face under the peak or
+        ``None``), and ``overlay`` (str path) when one was written.
+
+    Raises:
+        MediaError: the file is missing or not media, or the audio stream does not exist.
+        AvsplitError: the input has no video or no audio stream, or the overlay cannot be
+            written there (the folder is missing, or it is the input itself).
+    """
+    progress = progress or NullProgress()
+    path = Path(path)
+    if device == "cuda":
+        from avsplit.pipelines import _device
+
+        _device(device)
+    info = media.probe(path)
+    if not info.has_video:
+        raise AvsplitError(f"{path} has no video stream; localize needs a video to show where "
+                           "the sound comes from")
+    if not info.has_audio:
+        raise AvsplitError(f"{path} has no audio stream; localize needs sound to locate")
+    if overlay_path is not None:
+        overlay_path = Path(overlay_path)
+        if overlay_path.suffix.lower() not in (".mp4", ".mov", ".mkv", ".m4v"):
+            raise AvsplitError(f"cannot write the overlay to {overlay_path}: give a .mp4 path")
+        if not overlay_path.parent.is_dir():
+            raise AvsplitError(f"cannot write the overlay to {overlay_path}: the folder "
+                               f"{overlay_path.parent} does not exist")
+        if overlay_path.exists() and overlay_path.resolve() == path.resolve():
+            raise AvsplitError(f"the overlay path {overlay_path} is the input itself; give another "
+                               "output path with -o")
+
+    a, scores, global_map, fps = _analyse(path, info, audio_stream, progress)
+    times = a.times
+    gh, gw = global_map.shape
+    gi = int(np.argmax(global_map))
+    gmax = float(global_map.flat[gi])
+    gy, gx = divmod(gi, gw)
+    fps_analysed = ((len(times) - 1) / (times[-1] - times[0])
+                    if len(times) > 1 and times[-1] > times[0] else (info.video.fps or 0.0))
+    result = {
+        "input": str(path),
+        "duration": round(float(info.duration), 3),
+        "fps_analysed": round(float(fps_analysed), 3),
+        "grid": [gh, gw],
+        "motion_map_peak": [round((gx + 0.5) / gw, 4), round((gy + 0.5) / gh, 4)] if gmax > 0 else None,
+        "motion_map_max": round(gmax, 3),
+        "tracks": [_track_entry(tr, s) for tr, s in zip(a.tracks, scores)],
+        "frames": _frame_entries(a),
+    }
+    if overlay_path is not None:
+        result["overlay"] = str(_write_overlay(path, info, overlay_path, a, scores, progress))
+    return result

@@ -1,0 +1,1 @@
+"""Vision front ends: faces and landmarks, motion energy."""

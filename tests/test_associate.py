@@ -1,0 +1,76 @@
+import numpy as np
+
+from avsplit.associate import associate, speech_envelope, sync_score
+from avsplit.structures import VisualTrack
+
+RATE = 16000
+
+
+def _syllables(seed: int, seconds: float = 8.0):
+    """A voice-like signal: a harmonic tone gated by random syllables, and its gate."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * RATE)
+    gate = np.zeros(n)
+    t = 0.1
+    while t < seconds - 0.3:
+        length = rng.uniform(0.12, 0.35)
+        a, b = int(t * RATE), int((t + length) * RATE)
+        gate[a:b] = np.hanning(b - a) * rng.uniform(0.5, 1.0)
+        t += length + rng.uniform(0.05, 0.4)
+    f0 = rng.uniform(100, 220)
+    tt = np.arange(n) / RATE
+    voice = sum(np.sin(2 * np.pi * f0 * h * tt) / h for h in range(1, 8))
+    return (voice * gate).astype(np.float32), gate
+
+
+def _face(gate: np.ndarray, track_id: int, delay_s: float = 0.0, fps: float = 25.0,
+          seed: int = 0) -> VisualTrack:
+    rng = np.random.default_rng(seed)
+    times = np.arange(0, len(gate) / RATE, 1 / fps)
+    idx = np.clip(((times - delay_s) * RATE).astype(int), 0, len(gate) - 1)
+    jaw = 0.05 + 0.1 * gate[idx] + 0.01 * rng.standard_normal(len(times))
+    boxes = np.tile(np.array([0.3, 0.2, 0.6, 0.7], np.float32), (len(times), 1))
+    return VisualTrack(track_id, "face", times, boxes, jaw.astype(np.float32))
+
+
+def test_envelope_follows_the_gate():
+    voice, gate = _syllables(0)
+    env, times = speech_envelope(voice, RATE)
+    assert len(env) == len(times) and abs(times[1] - times[0] - 0.01) < 1e-9
+    g = gate[(times * RATE).astype(int)]
+    assert env[g > 0.4].mean() > 5 * env[g == 0].mean() + 1e-6
+
+
+def test_sync_score_finds_the_lag_and_separates_own_voice_from_impostor():
+    voice, gate = _syllables(1)
+    impostor, _ = _syllables(2)
+    face = _face(gate, 0, delay_s=-0.12)  # mouth moves 0.12 s before the sound
+    own = sync_score(voice, RATE, face)
+    other = sync_score(impostor, RATE, face)
+    assert abs(own.lag_s - 0.12) <= 0.04
+    assert own.r > 0.6 and own.z > 3
+    assert other.z < own.z - 2
+
+
+def test_associate_puts_the_voice_on_its_face_and_the_rest_offscreen():
+    a, gate_a = _syllables(3)
+    b, gate_b = _syllables(4)
+    c, _ = _syllables(5)  # a voice without a visible face
+    silent = np.zeros_like(a)
+    tracks = [_face(gate_a, 0, seed=1), _face(gate_b, 1, seed=2)]
+    result = associate(np.stack([c, b, a, silent]), RATE, tracks)
+    assert [r.onscreen for r in result] == [False, True, True, False]
+    assert result[1].track_id == 1 and result[2].track_id == 0
+    assert "empty" in result[3].reason
+
+
+def test_still_face_matches_nothing():
+    a, gate = _syllables(6)
+    still = _face(np.zeros_like(gate), 0)
+    assert not associate(a[None], RATE, [still])[0].onscreen
+
+
+def test_no_faces_means_offscreen_with_a_reason():
+    a, _ = _syllables(7)
+    result = associate(a[None], RATE, [])
+    assert not result[0].onscreen and result[0].reason == "no face visible"
