@@ -201,9 +201,9 @@ def _face_blob(box: np.ndarray, hh: int, hw: int) -> np.ndarray:
 
 def _face_mask(boxes: list[np.ndarray], hh: int, hw: int, grow: float = 0.1) -> np.ndarray:
     """``[hh, hw]`` float32 weight of the motion heat around faces: 0 inside the (grown) face
-    boxes (the face term covers them), ``BODY_WEIGHT`` in the body below each face (one face
-    width either side, three face heights down: gestures and swaying are not the voice), 1
-    elsewhere."""
+    boxes (the face term covers them), ``BODY_WEIGHT`` around the head (hair, ears) and in the
+    body below each face (one face width either side, three face heights down: nodding,
+    gestures and swaying are not the voice), 1 elsewhere."""
     mask = np.ones((hh, hw), np.float32)
 
     def put(x0, y0, x1, y1, value):
@@ -214,6 +214,7 @@ def _face_mask(boxes: list[np.ndarray], hh: int, hw: int, grow: float = 0.1) -> 
     for x0, y0, x1, y1 in boxes:
         fw, fh = x1 - x0, y1 - y0
         put(x0 - fw, y1, x1 + fw, y1 + 3 * fh, BODY_WEIGHT)
+        put(x0 - 0.3 * fw, y0 - 0.8 * fh, x1 + 0.3 * fw, y1, BODY_WEIGHT)
     for x0, y0, x1, y1 in boxes:
         dx, dy = grow * (x1 - x0), grow * (y1 - y0)
         put(x0 - dx, y0 - dy, x1 + dx, y1 + dy, 0.0)

@@ -43,7 +43,7 @@ MODELS: dict[str, ModelEntry] = {
     m.name: m
     for m in [
         ModelEntry("speech-blstm", "speech_blstm.pt",
-                   "43d7ad693510b611447234daf6d4c0a90756dcb7a5b033143e0901722ec7238d",
+                   "67a2a008eb5e3ff95c75ae808de91bc7caff33c4dc0f4f10ffeab3ba50045082",
                    "speech separation: up to 3 voices + background (uPIT BLSTM masks, 16 kHz)",
                    16000, "MIT (trained by avsplit)",
                    "python -m avsplit.train speech --data ../shared/data"),
