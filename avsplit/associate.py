@@ -21,6 +21,8 @@ from avsplit.structures import VisualTrack
 ENV_HOP_S = 0.01
 ENV_WIN_S = 0.04
 LAGS_S = np.round(np.arange(-0.3, 0.3001, 0.02), 3)
+NATURAL_LAG_S = 0.05  # speech sound trails jaw opening by tens of ms (design doc: peak at 0..+0.1 s)
+LAG_PRIOR = 0.3  # r penalty at 0.35 s from the natural lag (quadratic)
 
 
 @dataclass
@@ -29,7 +31,8 @@ class SyncScore:
 
     Attributes:
         track_id: the face track.
-        r: Pearson correlation at the best lag.
+        r: Pearson correlation at the best lag, less the lag prior's penalty (lags far from
+            the natural +0.05 s count less; see :data:`LAG_PRIOR`).
         lag_s: best lag in seconds (positive: the audio comes after the mouth movement).
         z: ``(r - mean_null) / std_null`` against circularly shifted audio.
         frames: number of video frames with the face seen and used.
@@ -50,7 +53,7 @@ class Assignment:
         source_index: row in the sources array.
         onscreen: matched to a visible face.
         track_id: the matched face track (``None`` when off-screen).
-        confidence: 0..1, a logistic of the best z-score around the threshold.
+        confidence: 0..1 that the decision is right (a logistic of the z-score around the threshold).
         energy_db: the source's RMS level in dB relative to the loudest candidate.
         scores: one :class:`SyncScore` per face track.
         reason: a short explanation for the manifest.
@@ -115,12 +118,14 @@ def sync_score(wave: np.ndarray, rate: int, track: VisualTrack, lags_s: np.ndarr
         return SyncScore(track.track_id, 0.0, 0.0, 0.0, int(len(act)))
     duration = env_t[-1] + ENV_HOP_S
 
+    penalty = LAG_PRIOR * ((lags_s - NATURAL_LAG_S) / 0.35) ** 2
+
     def best_r(shift: float) -> tuple[float, float]:
         times = (t[None, :] + lags_s[:, None] + shift) % duration
         rows = np.interp(times, env_t, env)
         r = _pearson_rows(act, rows)
-        i = int(np.argmax(r))
-        return float(r[i]), float(lags_s[i])
+        i = int(np.argmax(r - penalty))
+        return float(r[i] - penalty[i]), float(lags_s[i])
 
     r, lag = best_r(0.0)
     span = duration - 2.0
@@ -133,15 +138,19 @@ def sync_score(wave: np.ndarray, rate: int, track: VisualTrack, lags_s: np.ndarr
     return SyncScore(track.track_id, r, lag, float(z), int(len(act)))
 
 
-def associate(sources: np.ndarray, rate: int, tracks: list[VisualTrack], z_threshold: float = 2.0,
-              r_threshold: float = 0.2, silence_db: float = -30.0) -> list[Assignment]:
+def associate(sources: np.ndarray, rate: int, tracks: list[VisualTrack], z_best: float = 1.0,
+              r_best: float = 0.15, z_other: float = 3.0, r_other: float = 0.3,
+              silence_db: float = -30.0) -> list[Assignment]:
     """Decide for each candidate source whether it is the voice of a visible face.
+
+    Each face takes its best-synchronised source when that source's ``z >= z_best`` and
+    ``r >= r_best``; any other source joins a face only on strong evidence (``z >= z_other``
+    and ``r >= r_other``: a voice the separator split over two slots). Thresholds were set on
+    the development clips (own voice vs. held-out impostor voices; see docs/benchmarks.md).
 
     Args:
         sources: ``[K, samples]`` float32 candidate speech sources (mono) at ``rate`` Hz.
         tracks: face tracks of the clip (may be empty).
-        z_threshold, r_threshold: a source is on-screen when its best face has ``z`` and
-            ``r`` at or above these.
         silence_db: sources quieter than this (dB relative to the loudest candidate) are
             treated as empty and left off-screen.
 
@@ -150,22 +159,34 @@ def associate(sources: np.ndarray, rate: int, tracks: list[VisualTrack], z_thres
     """
     rms = np.sqrt((sources.astype(np.float64) ** 2).mean(axis=1)) + 1e-12
     level = 20 * np.log10(rms / rms.max())
+    active = [k for k in range(len(sources)) if level[k] >= silence_db]
+    scores: dict[int, list[SyncScore]] = {}
+    for k in active:
+        env = speech_envelope(sources[k], rate)
+        scores[k] = [sync_score(sources[k], rate, tr, envelope=env) for tr in tracks]
+    matched: dict[int, SyncScore] = {}
+    for f in range(len(tracks)):
+        ranked = sorted(active, key=lambda k: -scores[k][f].z)
+        for rank, k in enumerate(ranked):
+            s = scores[k][f]
+            strong = s.z >= z_other and s.r >= r_other
+            plausible = rank == 0 and s.z >= z_best and s.r >= r_best
+            if (strong or plausible) and (k not in matched or s.z > matched[k].z):
+                matched[k] = s
     out = []
-    for k, wave in enumerate(sources):
-        if level[k] < silence_db:
-            out.append(Assignment(k, False, None, 0.0, float(level[k]), [],
-                                  f"empty source ({level[k]:.0f} dB)"))
-            continue
-        if not tracks:
+    for k in range(len(sources)):
+        if k not in scores:
+            out.append(Assignment(k, False, None, 0.0, float(level[k]), [], f"empty source ({level[k]:.0f} dB)"))
+        elif not tracks:
             out.append(Assignment(k, False, None, 0.0, float(level[k]), [], "no face visible"))
-            continue
-        env = speech_envelope(wave, rate)
-        scores = [sync_score(wave, rate, tr, envelope=env) for tr in tracks]
-        best = max(scores, key=lambda s: s.z)
-        onscreen = best.z >= z_threshold and best.r >= r_threshold
-        confidence = float(1 / (1 + np.exp(-(best.z - z_threshold))))
-        reason = (f"in sync with face {best.track_id} (r={best.r:.2f}, z={best.z:.1f})" if onscreen
-                  else f"no face in sync (best face {best.track_id}: r={best.r:.2f}, z={best.z:.1f})")
-        out.append(Assignment(k, onscreen, best.track_id if onscreen else None, confidence,
-                              float(level[k]), scores, reason))
+        elif k in matched:
+            s = matched[k]
+            out.append(Assignment(k, True, s.track_id, float(1 / (1 + np.exp(-(s.z - z_best)))),
+                                  float(level[k]), scores[k],
+                                  f"in sync with face {s.track_id} (r={s.r:.2f}, z={s.z:.1f})"))
+        else:
+            best = max(scores[k], key=lambda s: s.z)
+            out.append(Assignment(k, False, None, float(1 / (1 + np.exp(best.z - z_best))),
+                                  float(level[k]), scores[k],
+                                  f"no face in sync (best face {best.track_id}: r={best.r:.2f}, z={best.z:.1f})"))
     return out

@@ -3,15 +3,17 @@
 Computed, not learned, from two audio-visual synchrony cues:
 
 * faces: each face track's jaw opening is correlated with the loudness of the mixture
-  (:func:`avsplit.associate.sync_score`); a face in sync lights up while its mouth is moving
-  and the audio is loud;
+  (:func:`avsplit.associate.sync_score`); a face lights up (a blob on its mouth) while its
+  mouth is moving and the audio is loud, weighted by its sync r (``FACE_PRIOR`` at least, so
+  a talking face still shows when other sounds hide its sync);
 * everything else: per grid cell, the correlation between motion energy and the audio level
   (:mod:`avsplit.vision.motion`, after Hershey & Movellan, 2000), over the whole clip and in
   sliding 2 s windows (averaged), lights up where the picture currently moves. A steady
   sound (an engine) does not co-vary with anything, so every cell keeps a small prior
   (``MOTION_PRIOR``): while there is sound, what moves most is the best remaining guess.
   Picture-wide change (camera shake, the median over cells) is removed from the current
-  motion first.
+  motion first, and motion on a face, around the head and on the body below it counts
+  little (the face term speaks for that person).
 
 The per-frame heatmap (a class-activation-style map as in Owens & Efros, 2018) is the sum of
 both, smoothed, scaled by how loud the audio is at that moment and normalised by one reference
@@ -113,7 +115,8 @@ def _moving_average(x: np.ndarray, n: int) -> np.ndarray:
         return x
     flat = x.reshape(len(x), -1).astype(np.float64)
     pad = n // 2
-    padded = np.concatenate([np.repeat(flat[:1], pad, 0), flat, np.repeat(flat[-1:], n - 1 - pad, 0)])
+    padded = np.concatenate([np.repeat(flat[:1], pad, 0), flat,
+                             np.repeat(flat[-1:], n - 1 - pad, 0)])
     csum = np.concatenate([np.zeros((1, flat.shape[1])), np.cumsum(padded, axis=0)])
     out = (csum[n:] - csum[:-n]) / n
     return out.reshape(x.shape).astype(np.float32)
@@ -304,7 +307,8 @@ def _analyse(path: Path, info: MediaInfo, audio_stream: int, progress: Progress
     step = progress.stage("matching sound to picture", 1)
     scores = [sync_score(np.zeros(0, np.float32), rate, tr, envelope=(env, env_t)) for tr in tracks]
     loud = _loudness(env, env_t, times)
-    fps_a = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 25.0
+    span = times[-1] - times[0]
+    fps_a = (len(times) - 1) / span if len(times) > 1 and span > 0 else 25.0
     face_weight = _face_weights(tracks, scores, loud, fps_a)
 
     cuts = cut_frames(energy)
@@ -318,7 +322,8 @@ def _analyse(path: Path, info: MediaInfo, audio_stream: int, progress: Progress
 
     # what moves now, beyond the picture-wide change (camera shake, swaying trees, noise)
     smooth = _moving_average(energy, max(1, int(round(SMOOTH_S * fps_a))))
-    smooth = np.maximum(smooth - np.median(smooth.reshape(len(smooth), -1), axis=1)[:, None, None], 0)
+    picture_wide = np.median(smooth.reshape(len(smooth), -1), axis=1)[:, None, None]
+    smooth = np.maximum(smooth - picture_wide, 0)
     e_ref = max(float(np.percentile(smooth[~cuts], 99.5)) if (~cuts).any() else 0.0, 4.0)
     moving = np.sqrt(np.clip(smooth / e_ref, 0.0, 1.0))
     motion_part = (np.maximum(corr, MOTION_PRIOR) * moving * loud[:, None, None]).astype(np.float32)
@@ -523,8 +528,9 @@ def localize_file(path: Path | str, overlay_path: Path | str | None = None, audi
         overlay_path: if given, write there an mp4 of the video at its original resolution
             (at analysis size instead when its longer side exceeds ``OVERLAY_MAX_SIDE`` =
             1280 px) with the heat blended in, face boxes labelled with id and sync r, a
-            legend in the corner with the fewest faces, and the input's audio; same frame rate and frame
-            count as the input; output frame ``k`` uses the heat of the nearest analysed frame.
+            legend in the corner with the fewest faces, and the input's audio; same frame rate
+            and frame count as the input; output frame ``k`` uses the heat of the nearest
+            analysed frame.
         audio_stream: which audio stream of the input (0 = first).
         device: accepted for symmetry with ``separate``; everything here runs on the CPU
             (MediaPipe + numpy), but ``"cuda"`` without a GPU is still an error.
@@ -583,7 +589,8 @@ def localize_file(path: Path | str, overlay_path: Path | str | None = None, audi
         "duration": round(float(info.duration), 3),
         "fps_analysed": round(float(fps_analysed), 3),
         "grid": [gh, gw],
-        "motion_map_peak": [round((gx + 0.5) / gw, 4), round((gy + 0.5) / gh, 4)] if gmax > 0 else None,
+        "motion_map_peak": ([round((gx + 0.5) / gw, 4), round((gy + 0.5) / gh, 4)]
+                            if gmax > 0 else None),
         "motion_map_max": round(gmax, 3),
         "tracks": [_track_entry(tr, s) for tr, s in zip(a.tracks, scores)],
         "frames": _frame_entries(a),

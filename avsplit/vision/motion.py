@@ -129,7 +129,8 @@ class MotionAccumulator:
         rows = [r if r is not None else (first if first is not None else zero) for r in self._rows]
         return np.stack(rows).astype(np.float32)
 
-    def watch(self, frames: Iterable[tuple[float, np.ndarray]]) -> Iterator[tuple[float, np.ndarray]]:
+    def watch(self, frames: Iterable[tuple[float, np.ndarray]]
+              ) -> Iterator[tuple[float, np.ndarray]]:
         """Pass ``(t, frame)`` pairs through unchanged while adding each to the accumulator.
 
         Lets one decoding pass feed both a face tracker and the motion energy.
