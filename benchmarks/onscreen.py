@@ -176,16 +176,34 @@ def main() -> None:
     parser.add_argument("--kinds", default="speech,noise")
     parser.add_argument("--limit", type=int, default=None, help="at most this many clips")
     parser.add_argument("--json-out", type=Path, default=None, help="write per-clip rows here")
+    parser.add_argument("--write", type=Path, default=None,
+                        help="replace the on-screen section of this markdown file (docs/benchmarks.md)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         rows = run(args.data, Path(tmp), args.kinds.split(","), args.limit)
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    machine = (f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_version()}, "
+               f"torch {torch.__version__}, no GPU used")
+    text = (f"{table(rows)}\n\nPeak memory of one `avsplit separate` run: {peak_mb:.0f} MB. "
+            f"Machine: {machine}. Date: {time.strftime('%Y-%m-%d')}.")
     print()
-    print(table(rows))
-    print(f"\npeak memory of one `avsplit separate` run: {peak_mb:.0f} MB; "
-          f"machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}")
+    print(text)
     if args.json_out:
         args.json_out.write_text(json.dumps(rows, indent=2))
+    if args.write:
+        write_section(args.write, "onscreen", " ".join(["python benchmarks/onscreen.py", *sys.argv[1:]]), text)
+
+
+def write_section(path: Path, name: str, command: str, body: str) -> None:
+    """Replace (or append) the block between ``<!-- name:start -->`` and ``<!-- name:end -->``."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\nCommand: `{command}`\n\n{body}\n{end}"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)
 
 
 if __name__ == "__main__":

@@ -108,3 +108,10 @@ def test_models_lists_the_bundled_weights():
     rows = json.loads(res.stdout)
     assert {"speech-blstm", "face-detector", "face-mesh"} <= {r["name"] for r in rows}
     assert all(r["present"] for r in rows)
+
+
+def test_sync_needs_a_face_and_fix_needs_an_output(video_with_audio, audio_wav):
+    res = avsplit("sync", video_with_audio, "-q")
+    assert res.returncode == 1 and "no face" in res.stderr and "Traceback" not in res.stderr
+    assert avsplit("sync", audio_wav, "-q").returncode == 1
+    assert avsplit("sync", video_with_audio, "--fix").returncode == 2
