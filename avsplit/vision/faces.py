@@ -241,7 +241,10 @@ def track_faces(frames: Iterable[tuple[float, np.ndarray]], analyzer: FaceAnalyz
     observations, times = [], []
     try:
         for t, frame in frames:
-            observations.append(analyzer.analyze(frame))
+            faces = analyzer.analyze(frame)
+            for f in faces:  # tracks keep boxes and openings only: bounded memory on long videos
+                f.landmarks = f.landmarks[:0]
+            observations.append(faces)
             times.append(t)
             if progress is not None:
                 progress(1)
