@@ -4,9 +4,9 @@ import numpy as np
 import torch
 
 from avsplit.apply import masks_to_waves, separate_masks
-from avsplit.audio import si_sdr
+from avsplit.audio import si_sdr, stft
 from avsplit.models.registry import MODELS, load_speech_separator, sha256_of, weights_path
-from avsplit.train.speech import Pools, make_batch, pit_loss
+from avsplit.train.speech import Pools, make_batch, psa_pit_loss
 
 RATE = 16000
 
@@ -76,10 +76,14 @@ def test_training_batches_are_exact_mixtures_and_pit_ignores_slot_order():
                   backgrounds=[0.01 * rng.standard_normal(RATE * 2).astype(np.float32)], rirs=[])
     mix, speech, background = make_batch(pools, 4, RATE, rng)
     assert torch.allclose(mix, speech.sum(1) + background, atol=1e-6)
-    perfect = torch.cat([speech, background[:, None]], dim=1)
-    swapped = torch.cat([speech.flip(1), background[:, None]], dim=1)
-    loss_a, _ = pit_loss(perfect, speech, background, mix)
-    loss_b, _ = pit_loss(swapped, speech, background, mix)
-    assert torch.allclose(loss_a, loss_b)
-    wrong = torch.cat([torch.zeros_like(speech), mix[:, None]], dim=1)
-    assert pit_loss(wrong, speech, background, mix)[0] > loss_a + 10
+    spec = stft(mix, 512, 256)
+    refs = stft(torch.cat([speech, background[:, None]], dim=1), 512, 256).abs()
+    ideal = refs / (refs.sum(1, keepdim=True) + 1e-8)  # ideal ratio masks, speech slots first
+    loss_a = psa_pit_loss(ideal, mix, speech, background, 512, 256)
+    loss_b = psa_pit_loss(torch.cat([ideal[:, :3].flip(1), ideal[:, 3:]], dim=1), mix, speech,
+                          background, 512, 256)
+    assert torch.allclose(loss_a, loss_b, atol=1e-6)
+    everything_in_background = torch.zeros_like(ideal)
+    everything_in_background[:, 3] = 1
+    assert psa_pit_loss(everything_in_background, mix, speech, background, 512, 256) > 5 * loss_a
+    assert spec.shape[-2] == 257

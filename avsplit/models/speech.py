@@ -3,9 +3,10 @@
 Method: uPIT-BLSTM (Kolbaek et al., 2017, "Multitalker speech separation with
 utterance-level permutation invariant training") on a 16 kHz STFT, with a fixed slot for the
 non-speech background and a softmax over all slots so that the masks sum to one and the
-separated outputs add up to the mixture exactly. Trained with a thresholded SNR loss that
-also handles silent slots (Wisdom et al., 2020, MixIT, Sec. 3), so one network covers
-mixtures of 1 to ``n_speakers`` voices plus background.
+separated outputs add up to the mixture exactly. Trained with the phase-sensitive spectrum
+approximation loss (Erdogan et al., 2015) under utterance-level PIT; silent slots simply have
+a zero target, so one network covers mixtures of 1 to ``n_speakers`` voices plus background
+(see :mod:`avsplit.train.speech`).
 """
 
 from __future__ import annotations

@@ -124,55 +124,6 @@ def make_batch(pools: Pools, batch: int, length: int, rng: np.random.Generator,
     return tuple(torch.from_numpy(np.stack(z)) for z in zip(*items))
 
 
-def thresholded_snr_loss(estimate: torch.Tensor, reference: torch.Tensor, mixture: torch.Tensor,
-                         tau_db: float = 30.0) -> torch.Tensor:
-    """Negative SNR with a soft 30 dB cap, defined for silent references too (MixIT, Sec. 3).
-
-    Args:
-        estimate, reference: ``[..., samples]``; mixture: broadcastable ``[..., samples]``.
-
-    Returns:
-        ``[...]`` loss in dB (lower is better).
-    """
-    tau = 10 ** (-tau_db / 10)
-    ref_energy = (reference ** 2).sum(-1)
-    err = ((estimate - reference) ** 2).sum(-1)
-    active = ref_energy > 1e-8
-    loss_active = 10 * torch.log10(err + tau * ref_energy + 1e-8) - 10 * torch.log10(ref_energy + 1e-8)
-    loss_silent = 10 * torch.log10((estimate ** 2).sum(-1) + tau * (mixture ** 2).sum(-1) + 1e-8) \
-        - 10 * torch.log10((mixture ** 2).sum(-1) + 1e-8)
-    return torch.where(active, loss_active, loss_silent)
-
-
-def pit_loss(sources: torch.Tensor, speech: torch.Tensor, background: torch.Tensor,
-             mixture: torch.Tensor, silent_weight: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
-    """Permutation-invariant loss over the speech slots plus the background slot's loss.
-
-    Active references count fully; slots whose reference is silent count with
-    ``silent_weight`` (a full-weight silence term makes "put everything in the background
-    slot" a strong local minimum).
-
-    Args:
-        sources: ``[B, K + 1, S]`` network outputs; speech: ``[B, K, S]``; background, mixture: ``[B, S]``.
-
-    Returns:
-        ``(loss scalar, best permutation [B, K])``.
-    """
-    k = speech.shape[1]
-    pair = thresholded_snr_loss(sources[:, :k, None], speech[:, None], mixture[:, None, None])  # [B, K_est, K_ref]
-    active = (speech ** 2).sum(-1) > 1e-8  # [B, K_ref]
-    weight = torch.where(active, 1.0, silent_weight)
-    weight = weight / active.sum(-1, keepdim=True).clamp(min=1)
-    perms = torch.tensor(list(itertools.permutations(range(k))))
-    # cost of assigning estimate p[j] to reference j
-    costs = torch.stack([(pair[:, p, torch.arange(k)] * weight).sum(-1) for p in perms], dim=1)  # [B, P]
-    best = costs.argmin(dim=1)
-    speech_loss = costs.gather(1, best[:, None]).squeeze(1)
-    bg_active = (background ** 2).sum(-1) > 1e-8
-    bg_loss = thresholded_snr_loss(sources[:, k], background, mixture) * torch.where(bg_active, 0.5, silent_weight)
-    return (speech_loss + bg_loss).mean(), perms[best]
-
-
 def psa_pit_loss(masks: torch.Tensor, mixture: torch.Tensor, speech: torch.Tensor,
                  background: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
     """Permutation-invariant phase-sensitive spectrum approximation loss.
