@@ -90,14 +90,12 @@ def separate_masks(model, wave: np.ndarray, chunk_s: float = 30.0, overlap_s: fl
 
 
 @torch.no_grad()
-def separate_queries(model, mixture: np.ndarray, rate: int, labels: list[str],
-                     chunk_s: float = 30.0, overlap_s: float = 3.0,
-                     device: str = "cpu") -> np.ndarray:
-    """Separate the stems of the asked-for instruments from a recording.
+def query_masks(model, mixture: np.ndarray, rate: int, labels: list[str],
+                chunk_s: float = 30.0, overlap_s: float = 3.0, device: str = "cpu") -> np.ndarray:
+    """Masks of the asked-for instruments at the model's rate.
 
-    The mixture is downmixed and resampled to the model's rate, each label's mask is computed
-    in overlapping chunks, and the masks are applied to every channel of the mixture at its own
-    rate (:func:`avsplit.audio.apply_masks`), so stems keep the input's rate, channels and length.
+    The mixture is downmixed and resampled to the model's rate and each label's mask is
+    computed in overlapping chunks (cross-faded).
 
     Args:
         model: a :class:`avsplit.models.instruments.QuerySeparator` (eval mode).
@@ -105,7 +103,8 @@ def separate_queries(model, mixture: np.ndarray, rate: int, labels: list[str],
         labels: instrument labels (``avsplit.labels``); repeats are allowed.
 
     Returns:
-        ``[len(labels), channels, samples]`` float32 stems.
+        ``[len(labels), bins, frames]`` float32 masks in 0..1 (independent per label: they
+        need not sum to one).
 
     Raises:
         ValueError: a label the model does not know.
@@ -122,7 +121,27 @@ def separate_queries(model, mixture: np.ndarray, rate: int, labels: list[str],
         batch = s[None].expand(len(labels), -1, -1)
         return model.masks(batch, query).cpu().numpy()
 
-    masks = _chunked_masks(masks_of, spec, chunk, overlap)
+    return _chunked_masks(masks_of, spec, chunk, overlap)
+
+
+def separate_queries(model, mixture: np.ndarray, rate: int, labels: list[str],
+                     device: str = "cpu") -> np.ndarray:
+    """Separate the stems of the asked-for instruments from a recording.
+
+    :func:`query_masks`, then each mask is applied to every channel of the mixture at its own
+    rate (:func:`avsplit.audio.apply_masks`), so stems keep the input's rate, channels, length.
+
+    Args:
+        model, mixture, rate, labels: as :func:`query_masks`.
+
+    Returns:
+        ``[len(labels), channels, samples]`` float32 stems.
+
+    Raises:
+        ValueError: a label the model does not know.
+    """
+    cfg = model.config
+    masks = query_masks(model, mixture, rate, labels, device=device)
     return apply_masks(mixture, rate, masks, cfg.sample_rate, cfg.hop,
                        window_s=cfg.n_fft / cfg.sample_rate)
 

@@ -89,16 +89,21 @@ def separate(
     inputs: list[Path] = typer.Argument(..., help="Video (or audio) files to separate."),
     outdir: Path = typer.Option(Path("separated"), "-o", "--out",
                                 help="Output folder; results of clip.mp4 go to OUTDIR/clip/."),
-    mode: Mode = typer.Option(Mode.onscreen, help="onscreen: on-screen vs off-screen sound; "
-                              "speakers: one voice per visible face; instruments: one stem per instrument."),
-    query: Optional[str] = typer.Option(None, help="Comma-separated labels to separate (instruments mode)."),
+    mode: Optional[Mode] = typer.Option(None, help="onscreen (default): on-screen vs off-screen sound; "
+                                        "speakers: one voice per visible face; instruments: one stem "
+                                        "per instrument seen (or asked for with --query)."),
+    query: Optional[str] = typer.Option(None, help="Comma-separated instruments to separate instead of "
+                                        "recognising them in the picture, e.g. violin,cello (implies "
+                                        "--mode instruments; works on audio-only input; "
+                                        "`avsplit models` lists the labels)."),
     device: Device = typer.Option(Device.auto, help="Where the networks run."),
     fmt: Format = typer.Option(Format.wav, "--format", help="Audio format of the stems."),
     no_video: bool = typer.Option(False, "--no-video", help="Do not write remuxed .mp4 files."),
     audio_stream: int = typer.Option(0, "--audio-stream", min=0,
                                      help="Which audio stream of the input to use (0 = first)."),
     weights: Optional[Path] = typer.Option(None, "--weights",
-                                           help="Speech separator checkpoint to use instead of the bundled one."),
+                                           help="Separator checkpoint to use instead of the bundled one "
+                                           "(speech for onscreen/speakers, instruments for instruments)."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bars."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
@@ -108,11 +113,21 @@ def separate(
     Writes OUTDIR/<input name>/ with one audio file per stem (onscreen/offscreen,
     speaker-<id>, or <instrument>), a remuxed .mp4 per stem for video input, and manifest.json.
     """
+    from avsplit.labels import parse_query
     from avsplit.pipelines import SeparateOptions, separate_file
 
-    options = SeparateOptions(mode=mode.value, fmt=fmt.value, video=not no_video,
-                              device=device.value, audio_stream=audio_stream,
-                              query=[q.strip() for q in (query or "").split(",") if q.strip()],
+    labels: list[str] = []
+    if query is not None:
+        if mode not in (None, Mode.instruments):
+            raise typer.BadParameter(f"--query only works with --mode instruments, not {mode.value}",
+                                     param_hint="--query")
+        try:
+            labels = parse_query(query)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--query") from None
+        mode = Mode.instruments
+    options = SeparateOptions(mode=(mode or Mode.onscreen).value, fmt=fmt.value, video=not no_video,
+                              device=device.value, audio_stream=audio_stream, query=labels,
                               weights=weights)
     results = []
     with _progress(quiet) as bars:
@@ -206,7 +221,7 @@ def sync(
 
 @app.command()
 def models(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
-    """List the bundled models, their licences and sha256."""
+    """List the bundled models, their licences and sha256, and the instrument labels."""
     from avsplit.models.registry import MODELS, weights_dir
 
     rows = []
@@ -215,11 +230,19 @@ def models(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")
         rows.append({"name": m.name, "file": m.file, "task": m.task, "sample_rate": m.sample_rate,
                      "licence": m.licence, "origin": m.origin, "sha256": m.sha256,
                      "present": path.exists()})
+    from avsplit.labels import LABELS, SYNONYMS
+
+    for r in rows:
+        if r["name"] == "instrument-separator":
+            r["labels"] = list(LABELS)
+            r["synonyms"] = SYNONYMS
     if json_out:
         print(json.dumps(rows, indent=2))
         return
     for r in rows:
         print(f"{r['name']}\t{r['file']}\t{r['licence']}\tsha256:{r['sha256']}\t{r['task']}")
+    print(f"\ninstrument labels (--query): {', '.join(LABELS)}")
+    print("synonyms: " + ", ".join(f"{k}={v}" for k, v in SYNONYMS.items()))
 
 
 def _version(value: bool) -> None:

@@ -163,12 +163,15 @@ def separate_file(path: Path, outdir: Path, options: SeparateOptions,
     if not info.has_audio:
         raise AvsplitError(f"{path} has no audio stream; there is nothing to separate")
     if options.mode == "instruments":
-        raise AvsplitError("--mode instruments is not available in this version yet; "
-                           "use --mode onscreen or --mode speakers")
-    if not info.has_video:
+        if not info.has_video and not options.query:
+            raise AvsplitError(f"{path} has no video stream, so no instrument can be seen; "
+                               "name the instruments with --query (e.g. --query violin,cello)")
+    elif not info.has_video:
         raise AvsplitError(f"{path} has no video stream; --mode {options.mode} needs faces to "
                            "look at (audio-only input works with --mode instruments --query)")
     mixture, rate = media.load_audio(path, stream=options.audio_stream, info=info)
+    if options.mode == "instruments":
+        return _separate_instruments(path, info, mixture, rate, outdir, options, progress)
     analysis = analyse_speech(path, info, mixture, rate, options, progress)
     video_from = path if options.video else None
     notes = []
@@ -206,12 +209,7 @@ def separate_file(path: Path, outdir: Path, options: SeparateOptions,
         advance(1)
         manifest_path = out.write_manifest({
             "avsplit_version": __version__,
-            "input": {"path": str(path), "duration": info.duration, "sample_rate": rate,
-                      "channels": int(mixture.shape[0]), "samples": int(mixture.shape[1]),
-                      "audio_stream": options.audio_stream,
-                      "video": None if info.video is None else {
-                          "width": info.video.width, "height": info.video.height,
-                          "fps": info.video.fps, "codec": info.video.codec}},
+            "input": _input_entry(path, info, mixture, rate, options),
             "mode": options.mode,
             "models": analysis.model_ids,
             "tracks": [_track_entry(t) for t in analysis.tracks],
@@ -219,3 +217,244 @@ def separate_file(path: Path, outdir: Path, options: SeparateOptions,
             "notes": notes,
         })
     return manifest_path
+
+
+def _input_entry(path: Path, info: MediaInfo, mixture: np.ndarray, rate: int,
+                 options: SeparateOptions) -> dict:
+    return {"path": str(path), "duration": info.duration, "sample_rate": rate,
+            "channels": int(mixture.shape[0]), "samples": int(mixture.shape[1]),
+            "audio_stream": options.audio_stream,
+            "video": None if info.video is None else {
+                "width": info.video.width, "height": info.video.height,
+                "fps": info.video.fps, "codec": info.video.codec}}
+
+
+# --- instruments --------------------------------------------------------------------------
+
+RECOGNITION_FRAMES = 8
+SILENT_SHARE = 0.01   # a stem with < 1 % of the mixture's energy (-20 dB) is called silent
+FAMILIES = (
+    ("acoustic_guitar", "electric_guitar", "banjo", "harp"),
+    ("piano", "organ", "accordion", "marimba", "xylophone", "harmonica"),
+    ("violin", "viola", "cello", "double_bass", "erhu"),
+    ("trumpet", "trombone", "french_horn", "tuba"),
+    ("flute", "oboe", "clarinet", "saxophone", "bassoon"),
+)
+
+
+@dataclass
+class InstrumentStem:
+    """One stem to write in ``--mode instruments``.
+
+    Attributes:
+        name: file stem (``violin``, ``violin-2``); label: instrument label.
+        mask_index: row of the mask array this stem comes from; share: split of that mask
+            between instances of the same label (1 / instances).
+        box: ``[x0, y0, x1, y1]`` in pixels of the video frame, or None (``--query``).
+        visual_confidence: 0..1 from the picture, None with ``--query``.
+        relabelled_from: the picture's label when the audio changed it to a near relative.
+    """
+
+    name: str
+    label: str
+    mask_index: int
+    share: float = 1.0
+    box: list[float] | None = None
+    visual_confidence: float | None = None
+    relabelled_from: str | None = None
+
+
+def recognise_instruments(path: Path, info: MediaInfo, device: str, progress: Progress):
+    """Instruments seen in a video: a few frames spread over the clip through
+    :class:`avsplit.vision.instruments.InstrumentRecognizer`.
+
+    Returns ``(detections, model_ids)``.
+    """
+    from avsplit.models.registry import sha256_of, weights_path
+    from avsplit.vision.instruments import InstrumentRecognizer
+
+    advance = progress.stage("recognising instruments", 1)
+    duration = info.video.duration or info.duration or 1.0
+    fps = min(2.0, RECOGNITION_FRAMES / max(duration, 0.1))
+    frames = [f for _, f in media.iter_frames(path, max_side=None, fps=fps)][:RECOGNITION_FRAMES]
+    detections = InstrumentRecognizer(device=device).recognize(frames) if frames else []
+    advance(1)
+    file = weights_path("instrument-recognizer")
+    return detections, [{"name": "instrument-recognizer", "file": file.name,
+                         "sha256": sha256_of(file)}]
+
+
+def _energy_share(masks: np.ndarray, power: np.ndarray) -> np.ndarray:
+    """Share of the mixture's energy under each mask: ``[Q, F, T]`` masks, ``[F, T]`` power."""
+    return (masks ** 2 * power).sum(axis=(1, 2)) / max(float(power.sum()), 1e-12)
+
+
+def plan_instrument_stems(detections, audio_share) -> tuple[list[InstrumentStem], list[str]]:
+    """Turn picture detections into stems, using the audio to settle near-confusions.
+
+    A detection whose label the separator hears little of (< 4 x the silent share) while a
+    member of the same family (guitar/banjo, piano/organ/accordion, ...) is clearly heard
+    (> 10 %) is relabelled to that relative (DMMAN's matching of visual and audio evidence).
+
+    Args:
+        detections: ``InstrumentDetection`` s from the recogniser (label, box, confidence).
+        audio_share: ``label -> share of the mixture's energy`` (0..1) for every label asked.
+
+    Returns:
+        ``(stems, labels)``: the stems to write and the distinct labels whose masks they need.
+    """
+    stems: list[InstrumentStem] = []
+    labels: list[str] = []
+    named: dict[str, int] = {}
+    for det in detections:
+        label, relabelled = det.label, None
+        family = next((f for f in FAMILIES if label in f), (label,))
+        best = max(family, key=lambda lab: audio_share.get(lab, 0.0))
+        if (audio_share.get(label, 0.0) < 4 * SILENT_SHARE and best != label
+                and audio_share.get(best, 0.0) > 0.1):
+            label, relabelled = best, det.label
+        if label not in labels:
+            labels.append(label)
+        named[label] = named.get(label, 0) + 1
+        name = label if named[label] == 1 else f"{label}-{named[label]}"
+        stems.append(InstrumentStem(name, label, labels.index(label), 1.0,
+                                    [round(float(v), 1) for v in det.box],
+                                    round(float(det.confidence), 3), relabelled))
+    for st in stems:
+        st.share = 1.0 / named[st.label]
+    return stems, labels
+
+
+@dataclass
+class InstrumentAnalysis:
+    """What the picture and the separator found in one clip (``--mode instruments``).
+
+    Attributes:
+        stems: the stems to write, in order (see :class:`InstrumentStem`).
+        labels: the distinct labels; ``masks[i]`` belongs to ``labels[i]``.
+        masks: ``[len(labels), bins, frames]`` model-rate masks, scaled so that their sum
+            never exceeds one (what no instrument takes is the residual).
+        share: ``[len(labels)]`` share of the mixture's energy under each mask (0..1).
+        rate, hop, n_fft: the separator's sample rate (Hz), STFT hop and window (samples).
+        detections: the recogniser's detections (empty with ``--query``).
+        model_ids: ``{"name", "file", "sha256"}`` of the models used.
+        notes: what the manifest should tell the user.
+    """
+
+    stems: list[InstrumentStem]
+    labels: list[str]
+    masks: np.ndarray
+    share: np.ndarray
+    rate: int
+    hop: int
+    n_fft: int
+    detections: list
+    model_ids: list[dict]
+    notes: list[str]
+
+
+def analyse_instruments(path: Path, info: MediaInfo, mixture: np.ndarray, rate: int,
+                        options: SeparateOptions, progress: Progress) -> InstrumentAnalysis:
+    """Find the instruments of a clip (picture + audio, or ``options.query``) and their masks.
+
+    Raises:
+        AvsplitError: an unknown ``--query`` label.
+    """
+    import torch
+
+    from avsplit.apply import query_masks
+    from avsplit.audio import stft
+    from avsplit.labels import normalize_label
+    from avsplit.models.registry import load_instrument_separator
+
+    device = _device(options.device)
+    model, model_id = load_instrument_separator(options.weights, device)
+    cfg = model.config
+    model_ids = [model_id]
+    notes: list[str] = []
+    detections: list = []
+    mono = resample(mixture.mean(axis=0), rate, cfg.sample_rate)
+    power = (stft(torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32)), cfg.n_fft,
+                  cfg.hop).abs() ** 2).numpy()
+    if options.query:
+        try:
+            labels = list(dict.fromkeys(normalize_label(q) for q in options.query))
+        except ValueError as exc:
+            raise AvsplitError(str(exc)) from None
+        stems = [InstrumentStem(lab, lab, i) for i, lab in enumerate(labels)]
+        step = progress.stage("separating instruments", 1)
+        masks = query_masks(model, mixture, rate, labels, device=device)
+        step(1)
+    else:
+        detections, ids = recognise_instruments(path, info, device, progress)
+        model_ids += ids
+        step = progress.stage("separating instruments", 1)
+        candidates = list(dict.fromkeys(lab for d in detections for f in FAMILIES + ((d.label,),)
+                                        if d.label in f for lab in f))
+        cand_masks = (query_masks(model, mixture, rate, candidates, device=device)
+                      if candidates else np.zeros((0,) + power.shape, np.float32))
+        share = dict(zip(candidates, _energy_share(cand_masks, power)))
+        stems, labels = plan_instrument_stems(detections, share)
+        masks = (cand_masks[[candidates.index(lab) for lab in labels]] if labels
+                 else cand_masks[:0])
+        step(1)
+        if not detections:
+            notes.append("no instrument recognised in the picture: all sound is in the residual "
+                         "(name the instruments with --query to separate them)")
+        for st in stems:
+            if st.relabelled_from:
+                notes.append(f"{st.name}: seen as {st.relabelled_from}, heard as {st.label}")
+    # masks of different labels may overlap; scale them so that they never take more than the
+    # whole mixture, and the residual is what no instrument took
+    if len(masks):
+        masks = masks / np.maximum(masks.sum(axis=0, keepdims=True), 1.0)
+    share = _energy_share(masks, power) if len(masks) else np.zeros(0)
+    return InstrumentAnalysis(stems, labels, masks, share, cfg.sample_rate, cfg.hop, cfg.n_fft,
+                              detections, model_ids, notes)
+
+
+def _separate_instruments(path: Path, info: MediaInfo, mixture: np.ndarray, rate: int,
+                          outdir: Path, options: SeparateOptions, progress: Progress) -> Path:
+    """``--mode instruments``: one stem per seen (or asked-for) instrument + ``residual``."""
+    a = analyse_instruments(path, info, mixture, rate, options, progress)
+    stems, share, notes = a.stems, a.share, list(a.notes)
+    audio = (apply_masks(mixture, rate, a.masks, a.rate, a.hop, window_s=a.n_fft / a.rate)
+             if len(a.masks) else np.zeros((0,) + mixture.shape, np.float32))
+    video_from = path if (options.video and info.has_video) else None
+    advance = progress.stage("writing outputs", len(stems) + 1)
+    with ClipOutput(outdir, path.stem, options.fmt) as out:
+        written = np.zeros_like(mixture)
+        for st in stems:
+            wave = audio[st.mask_index] * st.share
+            written += wave
+            silent = bool(share[st.mask_index] * st.share < SILENT_SHARE)
+            same = [o.name for o in stems if o.label == st.label and o is not st]
+            out.add_stem(st.name, wave, rate, video_from, label=st.label, track_ids=[],
+                         onscreen=st.box is not None, box=st.box,
+                         visual_confidence=st.visual_confidence,
+                         audio_confidence=round(float(min(1.0, share[st.mask_index] * st.share)), 4),
+                         silent=silent, shared_with=same, relabelled_from=st.relabelled_from,
+                         scores=[])
+            if silent:
+                how = "seen" if st.box is not None else "asked for"
+                notes.append(f"{st.name}: {how} but silent (the separator hears almost none of it)")
+            if same:
+                notes.append(f"{st.name}: the separator cannot tell instruments of one kind "
+                             f"apart; the {st.label} sound is split evenly between "
+                             f"{', '.join(sorted([st.name, *same]))}")
+            advance(1)
+        out.add_stem("residual", mixture - written, rate, video_from, label="residual",
+                     track_ids=[], onscreen=False, scores=[])
+        advance(1)
+        return out.write_manifest({
+            "avsplit_version": __version__,
+            "input": _input_entry(path, info, mixture, rate, options),
+            "mode": options.mode,
+            "query": a.labels if options.query else None,
+            "models": a.model_ids,
+            "instruments": [{"name": st.name, "label": st.label, "box": st.box,
+                             "visual_confidence": st.visual_confidence,
+                             "audio_confidence": round(float(share[st.mask_index] * st.share), 4)}
+                            for st in stems],
+            "notes": list(dict.fromkeys(notes)),
+        })

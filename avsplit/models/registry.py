@@ -47,6 +47,12 @@ MODELS: dict[str, ModelEntry] = {
                    "speech separation: up to 3 voices + background (uPIT BLSTM masks, 16 kHz)",
                    16000, "MIT (trained by avsplit)",
                    "python -m avsplit.train speech --data ../shared/data"),
+        ModelEntry("instrument-separator", "instrument_film_blstm.pt",
+                   "0000000000000000000000000000000000000000000000000000000000000000",
+                   "instrument separation: mixture + instrument label -> that stem "
+                   "(FiLM-conditioned BLSTM masks, 11.025 kHz)",
+                   11025, "MIT (trained by avsplit)",
+                   "python -m avsplit.train music-data; python -m avsplit.train instruments"),
         ModelEntry("face-detector", "face_detection_short_range.tflite",
                    "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
                    "face detection (BlazeFace short range)", None, "Apache-2.0",

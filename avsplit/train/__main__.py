@@ -1,4 +1,9 @@
-"""``python -m avsplit.train speech --data ../shared/data --out runs/speech``."""
+"""Train avsplit's separation networks.
+
+    python -m avsplit.train speech --data ../shared/data --out runs/speech2
+    python -m avsplit.train music-data --out runs/music --scores 700
+    python -m avsplit.train instruments --pools runs/music --out runs/instruments
+"""
 
 from __future__ import annotations
 
@@ -19,11 +24,35 @@ def main() -> None:
     sp.add_argument("--lr", type=float, default=1e-3)
     sp.add_argument("--threads", type=int, default=2)
     sp.add_argument("--init", type=Path, default=None, help="checkpoint to warm-start from")
+    md = sub.add_parser("music-data", help="render the synthetic instrument stems (fluidsynth)")
+    md.add_argument("--out", type=Path, default=Path("runs/music"))
+    md.add_argument("--scores", type=int, default=700, help="training scores to render")
+    md.add_argument("--valid-scores", type=int, default=60)
+    md.add_argument("--workers", type=int, default=2)
+    md.add_argument("--seed", type=int, default=0)
+    it = sub.add_parser("instruments", help="query-conditioned instrument separator")
+    it.add_argument("--pools", type=Path, default=Path("runs/music"))
+    it.add_argument("--out", type=Path, default=Path("runs/instruments"))
+    it.add_argument("--steps", type=int, default=12000)
+    it.add_argument("--batch", type=int, default=16)
+    it.add_argument("--seconds", type=float, default=4.0)
+    it.add_argument("--lr", type=float, default=1e-3)
+    it.add_argument("--threads", type=int, default=2)
+    it.add_argument("--init", type=Path, default=None, help="checkpoint to warm-start from")
     args = parser.parse_args()
     if args.task == "speech":
         from avsplit.train.speech import train
 
         train(args.data, args.out, steps=args.steps, batch=args.batch, seconds=args.seconds,
+              lr=args.lr, threads=args.threads, init=args.init)
+    elif args.task == "music-data":
+        from avsplit.train.instruments import render_data
+
+        render_data(args.out, args.scores, args.valid_scores, args.seed, args.workers)
+    else:
+        from avsplit.train.instruments import train
+
+        train(args.pools, args.out, steps=args.steps, batch=args.batch, seconds=args.seconds,
               lr=args.lr, threads=args.threads, init=args.init)
 
 

@@ -1,1 +1,1 @@
-"""Vision front ends: faces and landmarks, motion energy."""
+"""Vision front ends: faces and landmarks, motion energy, instrument recognition."""

@@ -1,0 +1,249 @@
+"""``--mode instruments``: training-data synthesis, the query path, the output contract."""
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from avsplit.labels import BY_LABEL, LABELS, normalize_label, parse_query
+from avsplit.train import music
+from avsplit.train.instruments import StemPool, make_example
+
+RATE = 22050
+
+
+def avsplit(*args):
+    return subprocess.run([sys.executable, "-m", "avsplit.cli", *map(str, args)],
+                          capture_output=True, text=True)
+
+
+def _tone(freq: float, seconds: float, rate: int, harmonics: int, decay: float,
+          onsets: float) -> np.ndarray:
+    """A repeated harmonic note: ``harmonics`` partials with amplitude ``decay ** k``."""
+    t = np.arange(int(seconds * rate)) / rate
+    env = np.exp(-3 * (t % onsets))
+    wave = sum(decay ** k * np.sin(2 * np.pi * freq * (k + 1) * t) for k in range(harmonics))
+    return (env * wave).astype(np.float32)
+
+
+# --- data synthesis ------------------------------------------------------------------------
+
+def _parts():
+    rng = np.random.default_rng(0)
+    parts = []
+    for base in (48, 55, 64, 72):
+        t, notes = 0.0, []
+        while t < 12:
+            d = float(rng.choice([0.25, 0.5, 1.0]))
+            notes.append(music.Note(base + int(rng.integers(-5, 6)), 80, t, t + d))
+            t += d
+        parts.append(notes)
+    return parts
+
+
+def test_ensemble_plan_fits_each_part_into_its_instruments_range():
+    counts: dict[str, int] = {}
+    specs = music.plan_ensemble(_parts(), np.random.default_rng(1), counts, length=8.0)
+    instruments = [s for s in specs if s.label in LABELS]
+    assert len(instruments) == 4 and len({s.label for s in instruments}) == 4
+    assert {s.label for s in specs} - set(LABELS) == {"drums", "electric_bass"}
+    for s in instruments:
+        lo, hi = BY_LABEL[s.label].pitch_range
+        assert all(lo <= n.pitch <= hi for n in s.notes), s.label
+        assert s.program in BY_LABEL[s.label].gm_programs
+        assert all(0 <= n.start < n.end <= 8.0 for n in s.notes)
+    assert sum(counts.values()) == 4  # the class balance counter saw every choice
+
+
+def _have_fluidsynth() -> bool:
+    try:
+        music.find_soundfont("TimGM6mb.sf2")
+    except FileNotFoundError:
+        return False
+    return shutil.which("fluidsynth") is not None
+
+
+@pytest.mark.skipif(not _have_fluidsynth(), reason="needs fluidsynth + Debian timgm6mb-soundfont "
+                    "(training-data machines only)")
+def test_rendered_stems_add_up_to_the_rendered_ensemble():
+    pytest.importorskip("mido", reason="needs the train extra (pip install -e '.[train]')")
+    specs = music.plan_ensemble(_parts(), np.random.default_rng(2), {}, length=6.0)
+    font = music.find_soundfont("TimGM6mb.sf2")
+    stems = music.render_parts(specs, font, length_s=6.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        music.write_midi(specs, Path(tmp) / "all.mid")
+        ensemble = music.render_midi(Path(tmp) / "all.mid", font)
+    n = len(stems[0])
+    assert all(len(s) == n for s in stems) and all(np.abs(s).max() > 1e-3 for s in stems)
+    total = np.sum(stems, axis=0)
+    ensemble = np.pad(ensemble, (0, max(0, n - len(ensemble))))[:n]
+    snr = 10 * np.log10((ensemble ** 2).sum() / ((ensemble - total) ** 2).sum())
+    assert snr > 30, snr
+
+
+def _sine_pool() -> StemPool:
+    """Three ensembles of sine 'instruments' (one frequency per label) + a drum-like click."""
+    rate, n = 11025, 11025 * 3
+    t = np.arange(n) / rate
+    labels, stems = [], []
+    for e in range(3):
+        labs = [LABELS[(3 * e + k) % len(LABELS)] for k in range(3)] + ["drums"]
+        sig = [np.sin(2 * np.pi * (200 + 100 * LABELS.index(lab)) * t) for lab in labs[:3]]
+        sig.append((np.arange(n) % 2756 < 50).astype(float))
+        labels.append(labs)
+        stems.append(np.stack(sig).astype(np.float16))
+    return StemPool(labels, stems, rate)
+
+
+def test_training_example_target_is_the_asked_instruments_stem_inside_the_mixture():
+    pool = _sine_pool()
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        mix, target, label = make_example(pool, 8000, rng, p_absent=0.0)
+        assert label in LABELS and mix.shape == target.shape == (8000,)
+        freq = 200 + 100 * LABELS.index(label)
+        spec_t = np.abs(np.fft.rfft(target))
+        assert abs(np.argmax(spec_t) * 11025 / 8000 - freq) < 3  # the target is that sine
+        # the mixture contains the target: removing it lowers the energy at its frequency
+        k = int(round(freq * 8000 / 11025))
+        assert np.abs(np.fft.rfft(mix - target))[k] < 0.2 * np.abs(np.fft.rfft(mix))[k]
+    _, target, label = make_example(pool, 8000, rng, p_absent=1.0)
+    assert not target.any() and label in LABELS
+
+
+# --- labels --------------------------------------------------------------------------------
+
+def test_labels_and_synonyms():
+    assert normalize_label("Sax") == "saxophone"
+    assert normalize_label("acoustic guitar") == "acoustic_guitar"
+    assert normalize_label("contrabass") == "double_bass"
+    assert normalize_label("Violins") == "violin"
+    assert parse_query("violin, cello,horn") == ["violin", "cello", "french_horn"]
+    with pytest.raises(ValueError, match="unknown instrument"):
+        normalize_label("kazoo")
+    with pytest.raises(ValueError):
+        parse_query(" , ")
+
+
+# --- the query path ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def separator():
+    from avsplit.models.registry import load_instrument_separator
+
+    return load_instrument_separator()[0]
+
+
+def test_query_path_keeps_rate_channels_and_length(separator):
+    from avsplit.apply import query_masks, separate_queries
+
+    mix = np.stack([_tone(220, 2.0, RATE, 8, 0.7, 0.5), _tone(220, 2.0, RATE, 8, 0.7, 0.5) * 0.5])
+    stems = separate_queries(separator, mix, RATE, ["cello", "flute", "cello"])
+    assert stems.shape == (3, 2, mix.shape[1]) and stems.dtype == np.float32
+    np.testing.assert_allclose(stems[0], stems[2], atol=1e-6)  # same label, same stem
+    masks = query_masks(separator, mix, RATE, ["violin"])
+    assert masks.min() >= 0 and masks.max() <= 1
+    with pytest.raises(ValueError, match="does not know"):
+        separator.label_index(["kazoo"])
+
+
+def test_query_separates_a_low_bowed_note_from_a_high_flute_note(separator):
+    """A stem asked for is closer to its source than the mixture is (SI-SDR)."""
+    from avsplit.apply import separate_queries
+    from avsplit.audio import si_sdr
+
+    low = _tone(98.0, 4.0, RATE, 12, 0.8, 1.0)         # rich low tone (cello register)
+    high = 0.6 * _tone(1046.5, 4.0, RATE, 2, 0.2, 0.5)  # nearly pure high tone (flute register)
+    mix = (low + high)[None]
+    stems = separate_queries(separator, mix, RATE, ["cello", "flute"])
+    for stem, ref in zip(stems, (low, high)):
+        assert si_sdr(stem[0], ref) > si_sdr(mix[0], ref) + 1.0
+
+
+# --- command line --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def duet_wav(tmp_path_factory) -> Path:
+    low = _tone(98.0, 3.0, RATE, 12, 0.8, 1.0)
+    high = 0.6 * _tone(1046.5, 3.0, RATE, 2, 0.2, 0.5)
+    path = tmp_path_factory.mktemp("duet") / "duet.wav"
+    sf.write(path, np.stack([low + high, 0.8 * (low + high)]).T, RATE, subtype="FLOAT")
+    return path
+
+
+def test_query_on_audio_only_input_writes_labelled_stems_and_residual(duet_wav, tmp_path):
+    res = avsplit("separate", duet_wav, "--query", "cello,Flute", "-o", tmp_path, "--json", "-q")
+    assert res.returncode == 0, res.stderr
+    folder = tmp_path / "duet"
+    assert sorted(p.name for p in folder.iterdir()) == ["cello.wav", "flute.wav", "manifest.json",
+                                                        "residual.wav"]
+    mix, rate = sf.read(duet_wav, dtype="float32", always_2d=True)
+    parts = [sf.read(folder / f, dtype="float32", always_2d=True) for f in
+             ("cello.wav", "flute.wav", "residual.wav")]
+    assert all(r == rate and a.shape == mix.shape for a, r in parts)
+    np.testing.assert_allclose(sum(a for a, _ in parts), mix, atol=1e-3)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["mode"] == "instruments" and manifest["query"] == ["cello", "flute"]
+    assert {m["name"] for m in manifest["models"]} == {"instrument-separator"}
+    entries = {f["file"]: f for f in manifest["files"]}
+    assert entries["cello.wav"]["label"] == "cello" and "audio_confidence" in entries["cello.wav"]
+    assert json.loads(res.stdout)["results"][0]["ok"]
+
+
+def test_query_on_video_remuxes_each_stem(video_with_audio, tmp_path):
+    from avsplit import media
+
+    res = avsplit("separate", video_with_audio, "--mode", "instruments", "--query", "sax",
+                  "-o", tmp_path, "-q")
+    assert res.returncode == 0, res.stderr
+    folder = tmp_path / video_with_audio.stem
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["manifest.json", "residual.mp4", "residual.wav", "saxophone.mp4",
+                     "saxophone.wav"]
+    src, out = media.probe(video_with_audio), media.probe(folder / "saxophone.mp4")
+    assert out.video.codec == src.video.codec and abs(out.duration - src.duration) < 0.1
+
+
+def test_instruments_mode_without_a_recognisable_instrument_puts_everything_in_the_residual(
+        video_with_audio, tmp_path):
+    res = avsplit("separate", video_with_audio, "--mode", "instruments", "--no-video", "-o",
+                  tmp_path, "-q")
+    assert res.returncode == 0, res.stderr
+    folder = tmp_path / video_with_audio.stem
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert [f["file"] for f in manifest["files"]] == ["residual.wav"]
+    assert any("no instrument" in n for n in manifest["notes"])
+    assert {m["name"] for m in manifest["models"]} >= {"instrument-separator",
+                                                       "instrument-recognizer"}
+
+
+def test_instrument_mode_errors(duet_wav, video_with_audio, tmp_path):
+    res = avsplit("separate", duet_wav, "--mode", "instruments", "-o", tmp_path)
+    assert res.returncode == 1 and "--query" in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "duet").exists()
+    res = avsplit("separate", duet_wav, "--query", "kazoo", "-o", tmp_path)
+    assert res.returncode == 2 and "kazoo" in res.stderr
+    res = avsplit("separate", video_with_audio, "--mode", "onscreen", "--query", "violin")
+    assert res.returncode == 2
+
+
+def test_same_label_twice_is_split_between_the_instances():
+    from avsplit.pipelines import plan_instrument_stems
+    from avsplit.vision.instruments import InstrumentDetection
+
+    dets = [InstrumentDetection("violin", (0, 0, 10, 10), 0.9, np.zeros((2, 2), np.float32)),
+            InstrumentDetection("banjo", (20, 0, 30, 10), 0.6, np.zeros((2, 2), np.float32)),
+            InstrumentDetection("violin", (40, 0, 50, 10), 0.8, np.zeros((2, 2), np.float32))]
+    share = {"violin": 0.5, "banjo": 0.001, "acoustic_guitar": 0.4}
+    stems, labels = plan_instrument_stems(dets, share)
+    assert [s.name for s in stems] == ["violin", "acoustic_guitar", "violin-2"]
+    assert labels == ["violin", "acoustic_guitar"]
+    assert stems[1].relabelled_from == "banjo"
+    assert stems[0].share == stems[2].share == 0.5 and stems[0].mask_index == stems[2].mask_index
