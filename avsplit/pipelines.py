@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
@@ -276,8 +277,13 @@ def recognise_instruments(path: Path, info: MediaInfo, device: str, progress: Pr
     advance = progress.stage("recognising instruments", 1)
     duration = info.video.duration or info.duration or 1.0
     fps = min(2.0, RECOGNITION_FRAMES / max(duration, 0.1))
-    frames = [f for _, f in media.iter_frames(path, max_side=None, fps=fps)][:RECOGNITION_FRAMES]
+    frames = [f for _, f in media.iter_frames(path, max_side=ANALYSIS_MAX_SIDE, fps=fps)]
+    frames = frames[:RECOGNITION_FRAMES]
     detections = InstrumentRecognizer(device=device).recognize(frames) if frames else []
+    if detections and info.video.width:  # boxes in pixels of the original picture
+        scale = info.video.width / frames[0].shape[1]
+        detections = [dataclasses.replace(d, box=tuple(float(v) * scale for v in d.box))
+                      for d in detections]
     advance(1)
     file = weights_path("instrument-recognizer")
     return detections, [{"name": "instrument-recognizer", "file": file.name,

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from report import write_section
 import torch
 
 from avsplit import media
@@ -192,18 +193,6 @@ def main() -> None:
         args.json_out.write_text(json.dumps(rows, indent=2))
     if args.write:
         write_section(args.write, "onscreen", " ".join(["python benchmarks/onscreen.py", *sys.argv[1:]]), text)
-
-
-def write_section(path: Path, name: str, command: str, body: str) -> None:
-    """Replace (or append) the block between ``<!-- name:start -->`` and ``<!-- name:end -->``."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    block = f"{start}\nCommand: `{command}`\n\n{body}\n{end}"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ improvement of the asked-for stem over the mixture, for 2- and 3-instrument mixt
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -41,6 +41,7 @@ class StemPool:
     labels: list[list[str]]
     stems: list[np.ndarray]
     rate: int
+    levels: dict = field(default_factory=dict)  # (ensemble, part) -> active RMS, filled lazily
 
     def instrument_parts(self, e: int) -> list[int]:
         return [i for i, lab in enumerate(self.labels[e]) if lab not in INTERFERER_LABELS]
@@ -95,6 +96,24 @@ def _rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(x * x) + 1e-12))
 
 
+def _level(pool: StemPool, e: int, i: int) -> float:
+    """RMS of part ``i`` of ensemble ``e`` over its active (non-silent) frames."""
+    key = (e, i)
+    if key not in pool.levels:
+        x = pool.stems[e][i].astype(np.float32)
+        frames = x[: len(x) // 512 * 512].reshape(-1, 512)
+        rms = np.sqrt((frames ** 2).mean(axis=1))
+        active = rms[rms > 1e-3 * rms.max()] if rms.max() > 0 else rms
+        pool.levels[key] = float(np.sqrt((active ** 2).mean())) if len(active) else 0.0
+    return pool.levels[key]
+
+
+def _is_active(pool: StemPool, e: int, i: int, crop: np.ndarray) -> bool:
+    """A crop counts when it holds at least a third of the part's usual level (not just a
+    release tail or a rest, which normalisation would blow up into a loud, odd target)."""
+    return _rms(crop) > 0.33 * _level(pool, e, i) and _rms(crop) > 1e-4
+
+
 def make_example(pool: StemPool, length: int, rng: np.random.Generator, p_absent: float = 0.1,
                  n_sources: int | None = None) -> tuple[np.ndarray, np.ndarray, str]:
     """One Mix-and-Separate example.
@@ -111,10 +130,21 @@ def make_example(pool: StemPool, length: int, rng: np.random.Generator, p_absent
             parts = pool.instrument_parts(e)
             if len(parts) >= 2:
                 break
-        start = int(rng.integers(max(pool.stems[e].shape[1] - length, 1)))
-        for i in rng.permutation(parts)[:n]:
-            picked.append((pool.labels[e][i], _active_crop(pool.stems[e][i], start, length)))
-    while len(picked) < n:  # independent solos
+        chosen = [int(i) for i in rng.permutation(parts)[:n]]
+        best, best_start = -1, 0
+        for _ in range(8):  # a window where as many of them as possible play
+            start = int(rng.integers(max(pool.stems[e].shape[1] - length, 1)))
+            k = sum(_is_active(pool, e, i, _active_crop(pool.stems[e][i], start, length))
+                    for i in chosen)
+            if k > best:
+                best, best_start = k, start
+        for i in chosen:
+            crop = _active_crop(pool.stems[e][i], best_start, length)
+            if _is_active(pool, e, i, crop):
+                picked.append((pool.labels[e][i], crop))
+    for _ in range(50):  # independent solos
+        if len(picked) >= n:
+            break
         e = int(rng.integers(len(pool.stems)))
         parts = [i for i in pool.instrument_parts(e)
                  if pool.labels[e][i] not in {lab for lab, _ in picked}]
@@ -122,11 +152,10 @@ def make_example(pool: StemPool, length: int, rng: np.random.Generator, p_absent
             continue
         i = int(rng.choice(parts))
         start = int(rng.integers(max(pool.stems[e].shape[1] - length, 1)))
-        picked.append((pool.labels[e][i], _active_crop(pool.stems[e][i], start, length)))
-    sources = []
-    for lab, x in picked:
-        if _rms(x) > 1e-4:
-            sources.append((lab, x / _rms(x) * 10 ** (rng.uniform(-6, 6) / 20)))
+        crop = _active_crop(pool.stems[e][i], start, length)
+        if _is_active(pool, e, i, crop):
+            picked.append((pool.labels[e][i], crop))
+    sources = [(lab, x / _rms(x) * 10 ** (rng.uniform(-6, 6) / 20)) for lab, x in picked]
     for name in INTERFERER_LABELS:
         if rng.random() < 0.35:
             e = int(rng.integers(len(pool.stems)))
@@ -134,7 +163,7 @@ def make_example(pool: StemPool, length: int, rng: np.random.Generator, p_absent
                 i = pool.labels[e].index(name)
                 start = int(rng.integers(max(pool.stems[e].shape[1] - length, 1)))
                 x = _active_crop(pool.stems[e][i], start, length)
-                if _rms(x) > 1e-4:
+                if _is_active(pool, e, i, x):
                     sources.append((name, x / _rms(x) * 10 ** (rng.uniform(-10, 0) / 20)))
     present = [lab for lab, _ in sources if lab not in INTERFERER_LABELS]
     mixture = np.sum([x for _, x in sources], axis=0) if sources else np.zeros(length, np.float32)
