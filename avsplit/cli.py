@@ -158,13 +158,15 @@ def localize(
     input: Path = typer.Argument(..., help="Video file."),
     overlay: bool = typer.Option(False, "--overlay", help="Write the video with a heatmap of where the sound comes from."),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Overlay video path (default <input>_overlay.mp4)."),
-    json_out: bool = typer.Option(False, "--json", help="Print per-frame peak positions and scores as JSON."),
+    json_out: bool = typer.Option(False, "--json", help="Print per-frame peak positions and scores, and each instrument's loudness, as JSON."),
     audio_stream: int = typer.Option(0, "--audio-stream", min=0, help="Audio stream to use (0 = first)."),
     device: Device = typer.Option(Device.auto, help="Where the networks run."),
+    weights: Optional[Path] = typer.Option(None, "--weights", metavar="PATH",
+                                           help="Instrument separator checkpoint instead of the bundled one."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bars."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
 ) -> None:
-    """Show where in the picture the sound of INPUT comes from."""
+    """Show where in the picture the sound of INPUT comes from (one colour per instrument seen)."""
     from avsplit.localize import localize_file
 
     if out is not None and not overlay:
@@ -173,13 +175,20 @@ def localize(
         try:
             result = localize_file(input, overlay_path=(out or input.with_name(f"{input.stem}_overlay.mp4"))
                                    if overlay else None, audio_stream=audio_stream,
-                                   device=device.value, progress=RichProgress(bars, input.name))
+                                   device=device.value, progress=RichProgress(bars, input.name),
+                                   weights=weights)
         except Exception as exc:
             _fail(input, exc, debug)
             raise typer.Exit(1)
     if json_out:
         print(json.dumps(result, indent=2))
     elif not quiet:
+        for note in result.get("notes", []):
+            stderr.print(f"{input}: {note}", markup=False, highlight=False, soft_wrap=True)
+        if result.get("instruments"):
+            names = ", ".join(i["name"] + (" (silent)" if i["silent"] else "")
+                              for i in result["instruments"])
+            stderr.print(f"{input}: instruments: {names}", markup=False, highlight=False, soft_wrap=True)
         if result.get("overlay"):
             stderr.print(f"{input}: wrote {result['overlay']}", markup=False, highlight=False)
         else:

@@ -18,6 +18,36 @@ Computed, not learned, from two audio-visual synchrony cues:
 The per-frame heatmap (a class-activation-style map as in Owens & Efros, 2018) is the sum of
 both, smoothed, scaled by how loud the audio is at that moment and normalised by one reference
 for the whole clip, so quiet moments fade out instead of being stretched to full scale.
+
+Instruments (when the picture shows some): the ``--mode instruments`` analysis
+(:func:`avsplit.pipelines.analyse_instruments`: MobileNetV2 class-activation maps for what and
+where, the query-conditioned separator for each seen label's mask) gives one stem per seen
+instrument. Each gets its own colour (``INSTRUMENT_PALETTE``, distinct from the face colours)
+and a blob over its box whose opacity follows its stem's loudness frame by frame:
+
+* loudness: the stem's mask (times its share when several instruments of one label split it)
+  on the mixture's STFT power at the separator's rate, summed over bins, averaged over
+  ``SMOOTH_S``, in dB against the mixture's own loud level (95th percentile of the same
+  smoothed energy) and mapped to 0..1 over ``LOUD_RANGE_DB`` like the face/motion loudness.
+  One reference for all stems, so a stem that carries a tenth of the sound shows fainter than
+  one that carries all of it. A stem the separator hears almost nothing of (under
+  :data:`avsplit.pipelines.SILENT_SHARE` of the energy) has loudness 0 and is "silent" in the
+  legend;
+* shape: a Gaussian blob centred on the instrument's box (standard deviations
+  ``INSTRUMENT_SIGMA`` of its sides), fading to nothing ``INSTRUMENT_BOX_GROW`` beyond it. The
+  box is already the recogniser's class-activation map (CAM) segmented at 30% of its peak, so
+  it is where the CAM puts the instance; the CAM itself is not used for the shape because
+  inside the box it often peaks beside the instrument (on the wall behind a guitarist, on the
+  trunk next to a violinist in the development clips) and would move the colour off the
+  player, while the box centre sits on the player and instrument. The box is fixed over the
+  clip (the recogniser looks at a few frames spread over it), so a player who walks far
+  leaves it.
+
+While some instrument is audible the face/motion heat is still drawn (a singer's face, other
+movement with the sound), but at ``HEAT_WEIGHT_WITH_INSTRUMENTS`` of its usual opacity, and the
+instrument blobs go on top, so the coloured instruments read first and the TURBO heat does not
+drown them. Without instruments (none recognised, or the bundled separator/recogniser weights
+missing, which adds a note) everything is exactly as described above.
 """
 
 from __future__ import annotations
@@ -31,7 +61,8 @@ import numpy as np
 from avsplit import media
 from avsplit.associate import SyncScore, speech_envelope, sync_score
 from avsplit.errors import AvsplitError
-from avsplit.pipelines import ANALYSIS_MAX_SIDE, NullProgress, Progress
+from avsplit.pipelines import (ANALYSIS_MAX_SIDE, SILENT_SHARE, InstrumentAnalysis, NullProgress,
+                                Progress)
 from avsplit.structures import MediaInfo, VisualTrack
 from avsplit.vision.motion import (MotionAccumulator, audio_motion_map, cut_frames,
                                    sliding_audio_motion_map)
@@ -59,6 +90,14 @@ LEGEND_FACES = 5
 # RGB colours for face boxes, by track id
 PALETTE = [(255, 255, 255), (255, 80, 200), (80, 255, 120), (255, 220, 60), (90, 200, 255),
            (255, 140, 60), (180, 120, 255)]
+# RGB colours of the instruments, in the order of the stems (saturated hues not in PALETTE)
+INSTRUMENT_PALETTE = [(0, 230, 230), (170, 240, 0), (30, 80, 255), (240, 30, 30), (170, 0, 255),
+                      (0, 140, 70)]
+INSTRUMENT_ALPHA = 0.8          # opacity of an instrument blob at loudness 1 and footprint peak
+INSTRUMENT_BOX_GROW = 0.1       # the blob may reach this fraction of the box size beyond it
+INSTRUMENT_SIGMA = 0.4          # standard deviation of the blob, fraction of the box's sides
+HEAT_WEIGHT_WITH_INSTRUMENTS = 0.5  # opacity of the face/motion heat while an instrument is heard
+LEGEND_INSTRUMENTS = 6
 
 
 @dataclass
@@ -356,17 +395,232 @@ def _frame_entries(a: _Analysis) -> list[dict]:
     return out
 
 
+# ---------------------------------------------------------------- instruments
+
+@dataclass
+class _Instrument:
+    """One instrument stem as drawn and reported.
+
+    Attributes:
+        name: stem name (``violin``, ``violin-2``); label: instrument label.
+        colour: RGB of its blob, legend swatch and box.
+        box: ``[x0, y0, x1, y1]`` 0..1 of the frame; box_px: the same in pixels of the
+            original frame (as in the ``separate`` manifest).
+        visual_confidence: 0..1 from the recogniser; heard: share of the mixture's energy in
+            this stem (0..1, its mask's share times its split between same-label instances).
+        silent: heard < :data:`avsplit.pipelines.SILENT_SHARE`.
+        loud: ``[T]`` float32 0..1 loudness at the analysed frame times (0 when silent).
+        relabelled_from: the picture's label when the audio changed it.
+    """
+
+    name: str
+    label: str
+    colour: tuple[int, int, int]
+    box: np.ndarray
+    box_px: list[float]
+    visual_confidence: float | None
+    heard: float
+    silent: bool
+    loud: np.ndarray
+    relabelled_from: str | None = None
+
+
+def stem_loudness(masks, power: np.ndarray, rate: int, hop: int, times: np.ndarray,
+                  gains=None) -> np.ndarray:
+    """Loudness 0..1 of masked stems over time, sampled at ``times``.
+
+    Args:
+        masks: ``N`` amplitude masks (0..1), each ``[bins, frames]`` (an ``[N, bins, frames]``
+            array or a list of views).
+        power: ``[bins, frames]`` the mixture's STFT power ``|X|^2`` (same STFT as the masks;
+            frame ``k`` centred at ``k * hop / rate`` s).
+        rate: sample rate (Hz) and ``hop``: STFT hop (samples) of that STFT.
+        times: ``[T]`` seconds to sample at.
+        gains: ``[N]`` amplitude factors of the masks (a stem's split between instances of
+            one label), 1 when None.
+
+    Returns:
+        ``[N, T]`` float32: each stem's energy ``sum_bins (gain * mask * |X|)^2`` per frame,
+        averaged over ``SMOOTH_S``, in dB against the 95th percentile of the mixture's own
+        smoothed energy ``sum_bins |X|^2``, mapped to 0 at ``LOUD_RANGE_DB`` below it and 1 at
+        it or above. All zero when the mixture is digitally silent (reference below -80 dBFS
+        RMS).
+    """
+    n_stems = len(masks)
+    out = np.zeros((n_stems, len(times)), np.float32)
+    frames = min([power.shape[1], *(m.shape[1] for m in masks)])
+    if frames < 2 or len(times) == 0:
+        return out
+    power = np.asarray(power[:, :frames], np.float32)
+    n = max(1, int(round(SMOOTH_S * rate / hop)))
+    mix = _moving_average(power.sum(axis=0, dtype=np.float64), n)
+    ref = float(np.percentile(mix, 95))
+    n_fft = 2 * (power.shape[0] - 1)
+    if 2 * np.sqrt(max(ref, 0.0)) / max(n_fft, 1) < 1e-4:  # sum of |X|^2 ~ (n_fft/2)^2 RMS^2
+        return out
+    frame_t = np.arange(frames) * hop / rate
+    chunk = 4096
+    for i in range(n_stems):
+        gain = 1.0 if gains is None else float(gains[i])
+        energy = np.empty(frames, np.float64)
+        for a in range(0, frames, chunk):  # float32 in chunks: long clips stay small
+            m = np.asarray(masks[i][:, a:a + chunk], np.float32)
+            energy[a:a + chunk] = np.einsum("ft,ft->t", m * m, power[:, a:a + chunk])
+        energy = _moving_average(energy * gain ** 2, n)
+        db = 10 * np.log10(np.maximum(energy, 1e-20) / ref)
+        level = np.clip((db + LOUD_RANGE_DB) / LOUD_RANGE_DB, 0.0, 1.0)
+        out[i] = np.interp(times, frame_t, level)
+    return out
+
+
+def instrument_footprint(box: np.ndarray, height: int, width: int
+                         ) -> tuple[tuple[int, int, int, int], np.ndarray]:
+    """Where an instrument's blob shows, at an image size, peak 1.
+
+    Args:
+        box: ``[x0, y0, x1, y1]`` 0..1 of the frame.
+        height, width: pixels of the image the blob is drawn on.
+
+    Returns:
+        ``((r0, r1, c0, c1), patch)``: the pixel rows/columns the blob covers (the box grown by
+        ``INSTRUMENT_BOX_GROW`` of its size on each side, clipped to the image) and
+        ``[r1 - r0, c1 - c0]`` float32 0..1 weights there: a Gaussian centred on the box
+        (standard deviations ``INSTRUMENT_SIGMA`` of its sides) times a window that is 1 in
+        the box and falls linearly to 0 at the grown edge, normalised to peak 1.
+    """
+    x0, y0, x1, y1 = (float(v) for v in box)
+    gx, gy = INSTRUMENT_BOX_GROW * (x1 - x0), INSTRUMENT_BOX_GROW * (y1 - y0)
+    c0, c1 = int(np.floor(max(0.0, x0 - gx) * width)), int(np.ceil(min(1.0, x1 + gx) * width))
+    r0, r1 = int(np.floor(max(0.0, y0 - gy) * height)), int(np.ceil(min(1.0, y1 + gy) * height))
+    c0, r0 = min(c0, width - 1), min(r0, height - 1)
+    c1, r1 = max(c1, c0 + 1), max(r1, r0 + 1)
+    xs = (np.arange(c0, c1) + 0.5) / width
+    ys = (np.arange(r0, r1) + 0.5) / height
+
+    def ramp(v, lo, hi, grow):  # 1 inside [lo, hi], linear to 0 at ``grow`` outside
+        return np.clip(1.0 - np.maximum(lo - v, v - hi) / max(grow, 1e-6), 0.0, 1.0)
+
+    sx, sy = max(INSTRUMENT_SIGMA * (x1 - x0), 0.5 / width), max(INSTRUMENT_SIGMA * (y1 - y0),
+                                                                 0.5 / height)
+    gauss_x = np.exp(-0.5 * ((xs - (x0 + x1) / 2) / sx) ** 2) * ramp(xs, x0, x1, gx)
+    gauss_y = np.exp(-0.5 * ((ys - (y0 + y1) / 2) / sy) ** 2) * ramp(ys, y0, y1, gy)
+    patch = np.outer(gauss_y, gauss_x).astype(np.float32)
+    peak = float(patch.max())
+    return (r0, r1, c0, c1), (patch / peak if peak > 0 else patch)
+
+
+def _instruments_from(ia: InstrumentAnalysis, mixture: np.ndarray, rate: int, info: MediaInfo,
+                      times: np.ndarray) -> list[_Instrument]:
+    """The drawn/reported instruments of an analysis: colours in stem order, boxes normalised
+    by the video's size, loudness of each stem (:func:`stem_loudness`) at ``times``.
+
+    ``mixture`` is the ``[channels, samples]`` float32 audio at ``rate`` Hz that ``ia`` was
+    computed from; its mono downmix is resampled to the separator's rate for the STFT power.
+    """
+    import torch
+
+    from avsplit.audio import resample, stft
+
+    if not ia.stems:
+        return []
+    mono = resample(mixture.mean(axis=0), rate, ia.rate)
+    power = (stft(torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32)), ia.n_fft,
+                  ia.hop).abs() ** 2).numpy()
+    loud = stem_loudness([ia.masks[st.mask_index] for st in ia.stems], power, ia.rate, ia.hop,
+                         times, gains=[st.share for st in ia.stems])
+    w = float(info.video.width) if info.video and info.video.width else 1.0
+    h = float(info.video.height) if info.video and info.video.height else 1.0
+    out = []
+    for i, st in enumerate(ia.stems):
+        heard = float(ia.share[st.mask_index] * st.share) if len(ia.share) else 0.0
+        silent = heard < SILENT_SHARE
+        box_px = st.box if st.box is not None else [0.0, 0.0, w, h]
+        box = np.clip(np.asarray(box_px, np.float64) / [w, h, w, h], 0.0, 1.0)
+        out.append(_Instrument(st.name, st.label, INSTRUMENT_PALETTE[i % len(INSTRUMENT_PALETTE)],
+                               box, [round(float(v), 1) for v in box_px], st.visual_confidence,
+                               heard, silent,
+                               np.zeros(len(times), np.float32) if silent else loud[i],
+                               st.relabelled_from))
+    return out
+
+
+def _weights_unavailable(exc: AvsplitError, weights: Path | None) -> bool:
+    """Whether an error of :func:`~avsplit.pipelines.analyse_instruments` only says that a
+    bundled weights file (separator or recogniser) is missing or does not match its sha256;
+    a ``weights`` file the user named that does not exist is a real error."""
+    msg = str(exc)
+    if not msg.startswith("weights file "):
+        return False
+    if "is missing" in msg or "does not match" in msg:
+        return True
+    return "does not exist" in msg and weights is None
+
+
+def _find_instruments(path: Path, info: MediaInfo, audio_stream: int, device: str,
+                      weights: Path | None, times: np.ndarray, progress: Progress
+                      ) -> tuple[list[_Instrument], list[str]]:
+    """Run the instruments analysis on the clip (native-rate audio of ``audio_stream``).
+
+    Returns ``(instruments, notes)``; no instruments and a note when none is recognised or the
+    bundled weights are unavailable (see :func:`_weights_unavailable`).
+    """
+    from avsplit.pipelines import SeparateOptions, analyse_instruments
+
+    step = progress.stage("decoding audio for instruments", 1)
+    mixture, rate = media.load_audio(path, stream=audio_stream, info=info)
+    step(1)
+    options = SeparateOptions(mode="instruments", device=device, audio_stream=audio_stream,
+                              weights=weights)
+    try:
+        ia = analyse_instruments(path, info, mixture, rate, options, progress)
+    except AvsplitError as exc:
+        if not _weights_unavailable(exc, weights):
+            raise
+        from avsplit.models.registry import MODELS
+
+        entry = MODELS.get("instrument-separator")
+        hint = ("; give a separator checkpoint with --weights"
+                if weights is None and entry is not None and entry.file in str(exc) else "")
+        return [], [f"instruments not shown: {exc}{hint}"]
+    # the analysis's own notes (relabelled instruments), or ours when nothing was seen (its
+    # note then speaks of stems and --query, which mean nothing here)
+    notes = list(ia.notes) if ia.stems else ["no instrument recognised in the picture"]
+    instruments = _instruments_from(ia, mixture, rate, info, times)
+    for ins in instruments:
+        if ins.silent:
+            notes.append(f"{ins.name}: seen but silent (the separator hears almost none of it)")
+    return instruments, notes
+
+
+def _instrument_entry(ins: _Instrument) -> dict:
+    return {"name": ins.name, "label": ins.label,
+            "box": [round(float(v), 4) for v in ins.box], "box_px": ins.box_px,
+            "visual_confidence": (None if ins.visual_confidence is None
+                                  else round(float(ins.visual_confidence), 3)),
+            "audio_share": round(ins.heard, 4), "silent": ins.silent,
+            "relabelled_from": ins.relabelled_from, "colour": list(ins.colour),
+            "loudness": [round(float(v), 3) for v in ins.loud]}
+
+
 # ---------------------------------------------------------------- overlay drawing
 
 def _font_scale(height: int) -> float:
     return float(np.clip(height / 720 * 0.6, 0.35, 1.2))
 
 
-def _legend(tracks: list[VisualTrack], scores: list[SyncScore], height: int
-            ) -> tuple[np.ndarray, np.ndarray]:
+def _instrument_text(ins: _Instrument) -> str:
+    """Legend line of an instrument: ``violin (seen 0.82, heard 35%)``, or ``silent``."""
+    parts = [] if ins.visual_confidence is None else [f"seen {ins.visual_confidence:.2f}"]
+    parts.append("silent" if ins.silent else f"heard {max(1, round(100 * ins.heard))}%")
+    return f"{ins.name} ({', '.join(parts)})"
+
+
+def _legend(tracks: list[VisualTrack], scores: list[SyncScore], height: int,
+            instruments: list[_Instrument] | tuple = ()) -> tuple[np.ndarray, np.ndarray]:
     """The legend patch: ``(rgb [h, w, 3] uint8, alpha [h, w, 1] float32)``: a colour scale
-    labelled "sound source heat" and one line per face ("face N r=0.52"), best synced first,
-    at most ``LEGEND_FACES`` of them."""
+    labelled "sound source heat", one line per instrument with a round swatch in its colour
+    (:func:`_instrument_text`, at most ``LEGEND_INSTRUMENTS``) and one line per face
+    ("face N r=0.52", square swatch), best synced first, at most ``LEGEND_FACES`` of them."""
     fs = _font_scale(height)
     th = max(1, int(round(fs * 1.6)))
     font = cv2.FONT_HERSHEY_SIMPLEX
@@ -375,13 +629,19 @@ def _legend(tracks: list[VisualTrack], scores: list[SyncScore], height: int
     line = tht + base + pad // 2
     bar_w, bar_h = max(tw, int(160 * fs / 0.6)), max(6, int(round(12 * fs / 0.6)))
     ranked = sorted(zip(tracks, scores), key=lambda ts: -ts[1].r)
-    lines = [(f"face {tr.track_id} r={s.r:.2f}", PALETTE[tr.track_id % len(PALETTE)])
-             for tr, s in ranked[:LEGEND_FACES]] or [("no face: motion only", (200, 200, 200))]
+    lines = [(_instrument_text(ins), ins.colour, "round")
+             for ins in instruments[:LEGEND_INSTRUMENTS]]
+    if len(instruments) > LEGEND_INSTRUMENTS:
+        lines.append((f"+{len(instruments) - LEGEND_INSTRUMENTS} more instruments", (0, 0, 0), ""))
+    lines += [(f"face {tr.track_id} r={s.r:.2f}", PALETTE[tr.track_id % len(PALETTE)], "square")
+              for tr, s in ranked[:LEGEND_FACES]] or [("no face: motion only", (200, 200, 200),
+                                                       "square")]
     if len(ranked) > LEGEND_FACES:
-        lines.append((f"+{len(ranked) - LEGEND_FACES} more faces", (0, 0, 0)))
+        lines.append((f"+{len(ranked) - LEGEND_FACES} more faces", (0, 0, 0), "square"))
     small = fs * 0.8
     (lw, _), _ = cv2.getTextSize("low", font, small, 1)
-    width = pad * 2 + max(bar_w, *(cv2.getTextSize(t, font, fs, th)[0][0] + line for t, _ in lines))
+    width = pad * 2 + max(bar_w, *(cv2.getTextSize(t, font, fs, th)[0][0] + line
+                                   for t, _, _ in lines))
     hgt = pad + line + bar_h + line + len(lines) * line + pad // 2
     img = np.zeros((hgt, width, 3), np.uint8)
     y = pad + tht
@@ -393,10 +653,14 @@ def _legend(tracks: list[VisualTrack], scores: list[SyncScore], height: int
     cv2.putText(img, "low", (pad, y), font, small, (220, 220, 220), 1, cv2.LINE_AA)
     (hw_, _), _ = cv2.getTextSize("high", font, small, 1)
     cv2.putText(img, "high", (pad + bar_w - hw_, y), font, small, (220, 220, 220), 1, cv2.LINE_AA)
-    for text, colour in lines:
+    for text, colour, swatch in lines:
         y += line
         sw = tht
-        cv2.rectangle(img, (pad, y - sw), (pad + sw, y), colour, -1)
+        if swatch == "round":
+            cv2.circle(img, (pad + sw // 2, y - sw // 2), max(2, sw // 2 + 1), colour, -1,
+                       cv2.LINE_AA)
+        else:
+            cv2.rectangle(img, (pad, y - sw), (pad + sw, y), colour, -1)
         cv2.putText(img, text, (pad + sw + pad // 2, y), font, fs, (255, 255, 255), th, cv2.LINE_AA)
     alpha = np.full((hgt, width, 1), 0.7, np.float32)
     alpha[img.max(axis=2) > 0] = 1.0
@@ -404,9 +668,15 @@ def _legend(tracks: list[VisualTrack], scores: list[SyncScore], height: int
 
 
 def _draw(frame: np.ndarray, heat: np.ndarray, tracks: list[VisualTrack], scores: list[SyncScore],
-          k: int, legend: tuple[np.ndarray, np.ndarray], corner: tuple[int, int]) -> np.ndarray:
-    """One overlay frame: the heat blended in (TURBO colours, alpha up to ``ALPHA``), face
-    boxes with id and sync r, and the legend with its top-left pixel at ``corner`` (y, x)."""
+          k: int, legend: tuple[np.ndarray, np.ndarray], corner: tuple[int, int],
+          instruments: list[tuple[_Instrument, tuple[int, int, int, int], np.ndarray]] | tuple = (),
+          heat_weight: float = 1.0) -> np.ndarray:
+    """One overlay frame: the heat blended in (TURBO colours, alpha up to ``ALPHA`` times
+    ``heat_weight``), then each instrument's blob (its colour, alpha ``INSTRUMENT_ALPHA`` x
+    its loudness at frame ``k`` x its footprint; ``instruments`` holds
+    ``(instrument, (r0, r1, c0, c1), footprint patch)`` from :func:`instrument_footprint` at
+    this frame's size) with a thin box and name tag, face boxes with id and sync r, and the
+    legend with its top-left pixel at ``corner`` (y, x)."""
     h, w = frame.shape[:2]
     out = np.ascontiguousarray(frame).copy()
     rows, cols = np.nonzero(heat > HEAT_VISIBLE)
@@ -418,10 +688,29 @@ def _draw(frame: np.ndarray, heat: np.ndarray, tracks: list[VisualTrack], scores
         colour = cv2.applyColorMap((np.clip(full, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_TURBO)
         cv2.cvtColor(colour, cv2.COLOR_BGR2RGB, dst=colour)
         alpha = np.clip((full - HEAT_VISIBLE) * (ALPHA / 0.22), 0.0, ALPHA).astype(np.float32)
+        if heat_weight != 1.0:
+            alpha *= heat_weight
         out[r0:r1, c0:c1] = cv2.blendLinear(np.ascontiguousarray(out[r0:r1, c0:c1]), colour,
                                             1.0 - alpha, alpha)
     fs = _font_scale(h)
     th = max(1, int(round(fs * 1.6)))
+    for ins, (r0, r1, c0, c1), patch in instruments:
+        level = float(ins.loud[k]) if k < len(ins.loud) else 0.0
+        if level > 0:
+            alpha = (INSTRUMENT_ALPHA * level) * patch[..., None]
+            region = out[r0:r1, c0:c1].astype(np.float32)
+            out[r0:r1, c0:c1] = (region + alpha * (np.asarray(ins.colour, np.float32) - region)
+                                 + 0.5).astype(np.uint8)
+    for ins, _, _ in instruments:
+        x0, y0, x1, y1 = (int(round(float(v) * d)) for v, d in zip(ins.box, (w, h, w, h)))
+        cv2.rectangle(out, (x0, y0), (min(x1, w - 1), min(y1, h - 1)), ins.colour, 1, cv2.LINE_AA)
+        small = fs * 0.8
+        (tw, tht), base = cv2.getTextSize(ins.name, cv2.FONT_HERSHEY_SIMPLEX, small, 1)
+        tx, ty = min(max(x0, 0), max(0, w - tw - 4)), min(max(y0, 0) + tht + 3, h - base)
+        ink = (0, 0, 0) if np.dot(ins.colour, (0.299, 0.587, 0.114)) > 110 else (255, 255, 255)
+        cv2.rectangle(out, (tx, ty - tht - 3), (tx + tw + 4, ty + base), ins.colour, -1)
+        cv2.putText(out, ins.name, (tx + 2, ty), cv2.FONT_HERSHEY_SIMPLEX, small, ink, 1,
+                    cv2.LINE_AA)
     for tr, s in zip(tracks, scores):
         box = tr.boxes[k]
         if np.isnan(box[0]):
@@ -444,9 +733,11 @@ def _draw(frame: np.ndarray, heat: np.ndarray, tracks: list[VisualTrack], scores
     return out
 
 
-def _legend_corner(a: _Analysis, size: tuple[int, int], h: int, w: int) -> tuple[int, int]:
+def _legend_corner(a: _Analysis, size: tuple[int, int], h: int, w: int,
+                   instruments: list[_Instrument] | tuple = ()) -> tuple[int, int]:
     """Top-left pixel ``(y, x)`` for a legend of ``size`` ``(height, width)``: the frame corner
-    where it covers the least face area and heat over the clip (top-left on a tie)."""
+    where it covers the least face and instrument box area and heat over the clip (top-left on
+    a tie)."""
     m = int(round(6 * _font_scale(h) / 0.6))
     lh, lw = size
     corners = [(m, m), (m, max(0, w - lw - m)), (max(0, h - lh - m), m),
@@ -463,6 +754,10 @@ def _legend_corner(a: _Analysis, size: tuple[int, int], h: int, w: int) -> tuple
                 iw = np.clip(np.minimum(b[:, 2], x1) - np.maximum(b[:, 0], x0), 0, None)
                 ih = np.clip(np.minimum(b[:, 3], y1) - np.maximum(b[:, 1], y0), 0, None)
                 cost += float((iw * ih).sum()) / T * 10
+        for ins in instruments:
+            iw = max(0.0, min(float(ins.box[2]), x1) - max(float(ins.box[0]), x0))
+            ih = max(0.0, min(float(ins.box[3]), y1) - max(float(ins.box[1]), y0))
+            cost += iw * ih * 10
         r = slice(int(y0 * hh), int(np.ceil(y1 * hh)))
         c = slice(int(x0 * hw), int(np.ceil(x1 * hw)))
         cost += float(mean_heat[r, c].sum()) / (hh * hw)
@@ -471,7 +766,8 @@ def _legend_corner(a: _Analysis, size: tuple[int, int], h: int, w: int) -> tuple
 
 
 def _write_overlay(path: Path, info: MediaInfo, overlay_path: Path, a: _Analysis,
-                   scores: list[SyncScore], progress: Progress) -> Path:
+                   scores: list[SyncScore], progress: Progress,
+                   instruments: list[_Instrument] | tuple = ()) -> Path:
     v = info.video
     max_side = None if max(v.width, v.height) <= OVERLAY_MAX_SIDE else ANALYSIS_MAX_SIDE
     fps = v.fps if v.fps and v.fps > 0 else 25.0
@@ -483,8 +779,10 @@ def _write_overlay(path: Path, info: MediaInfo, overlay_path: Path, a: _Analysis
         raise AvsplitError(f"{path}: no video frame could be decoded; re-encode the file or give "
                            "another video")
     h, w = first[1].shape[:2]
-    legend = _legend(a.tracks, scores, h)
-    corner = _legend_corner(a, legend[0].shape[:2], h, w)
+    legend = _legend(a.tracks, scores, h, instruments)
+    corner = _legend_corner(a, legend[0].shape[:2], h, w, instruments)
+    drawn = [(ins, *instrument_footprint(ins.box, h, w)) for ins in instruments]
+    heat_weight = HEAT_WEIGHT_WITH_INSTRUMENTS if any(not i.silent for i in instruments) else 1.0
     times = a.times
 
     def nearest(t: float) -> int:
@@ -498,7 +796,8 @@ def _write_overlay(path: Path, info: MediaInfo, overlay_path: Path, a: _Analysis
             if frame.shape[:2] != (h, w):
                 frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
             k = nearest(t)
-            writer.write(_draw(frame, a.heat[k], a.tracks, scores, k, legend, corner))
+            writer.write(_draw(frame, a.heat[k], a.tracks, scores, k, legend, corner, drawn,
+                               heat_weight))
             advance(1)
     return overlay_path
 
@@ -511,7 +810,8 @@ def _chain(first, rest):
 # ---------------------------------------------------------------- entry point
 
 def localize_file(path: Path | str, overlay_path: Path | str | None = None, audio_stream: int = 0,
-                  device: str = "auto", progress: Progress | None = None) -> dict:
+                  device: str = "auto", progress: Progress | None = None,
+                  weights: Path | str | None = None) -> dict:
     """Find where in the picture the sound of a video comes from, frame by frame.
 
     Steps: decode the audio (the chosen stream, downmixed to mono at 16 kHz) and its RMS
@@ -521,21 +821,31 @@ def localize_file(path: Path | str, overlay_path: Path | str | None = None, audi
     tracker and the motion energy at the same time (no frame is kept in memory); score each
     face's lip sync with the mixture envelope; correlate motion with the audio level per grid
     cell over the whole clip and over sliding 2 s windows; build the per-frame heat (see the
-    module docstring).
+    module docstring). Then the instruments: decode the audio again at its native rate and run
+    :func:`avsplit.pipelines.analyse_instruments` (recogniser on a few full-size frames, the
+    separator's mask for each seen label), and measure each stem's loudness at the analysed
+    frame times (:func:`stem_loudness`).
 
     Args:
         path: a video file with sound.
         overlay_path: if given, write there an mp4 of the video at its original resolution
             (at analysis size instead when its longer side exceeds ``OVERLAY_MAX_SIDE`` =
-            1280 px) with the heat blended in, face boxes labelled with id and sync r, a
-            legend in the corner with the fewest faces, and the input's audio; same frame rate
-            and frame count as the input; output frame ``k`` uses the heat of the nearest
-            analysed frame.
+            1280 px) with the heat blended in, one coloured blob per instrument following its
+            stem's loudness (with a thin box and name tag), face boxes labelled with id and
+            sync r, a legend in the corner with the fewest faces and instruments, and the
+            input's audio; same frame rate and frame count as the input; output frame ``k``
+            uses the heat and loudness of the nearest analysed frame.
         audio_stream: which audio stream of the input (0 = first).
-        device: accepted for symmetry with ``separate``; everything here runs on the CPU
-            (MediaPipe + numpy), but ``"cuda"`` without a GPU is still an error.
+        device: where the instrument recogniser and separator run (``"auto"``: CUDA when
+            available); faces and motion run on the CPU (MediaPipe + numpy). ``"cuda"``
+            without a GPU is an error.
         progress: a :class:`~avsplit.pipelines.Progress` (stages: decoding audio, finding faces
-            and motion, matching sound to picture, writing overlay).
+            and motion, matching sound to picture, decoding audio for instruments, the
+            instrument analysis's own stages, writing overlay).
+        weights: an instrument separator checkpoint (a training ``best.pt``/``last.pt`` or an
+            exported file) instead of the bundled one. When the bundled separator or
+            recogniser weights are missing or corrupt, instruments are skipped with a note;
+            a ``weights`` file that does not exist is an error.
 
     Returns:
         A JSON-ready dict: ``input`` (str), ``duration`` (s), ``fps_analysed`` (frames per
@@ -550,8 +860,9 @@ def localize_file(path: Path | str, overlay_path: Path | str | None = None, audi
 
     Raises:
         MediaError: the file is missing or not media, or the audio stream does not exist.
-        AvsplitError: the input has no video or no audio stream, or the overlay cannot be
-            written there (the folder is missing, or it is the input itself).
+        AvsplitError: the input has no video or no audio stream, the overlay cannot be
+            written there (the folder is missing, or it is the input itself), or ``weights``
+            does not exist.
     """
     progress = progress or NullProgress()
     path = Path(path)
@@ -575,9 +886,14 @@ def localize_file(path: Path | str, overlay_path: Path | str | None = None, audi
         if overlay_path.exists() and overlay_path.resolve() == path.resolve():
             raise AvsplitError(f"the overlay path {overlay_path} is the input itself; give another "
                                "output path with -o")
+    if weights is not None and not Path(weights).is_file():
+        raise AvsplitError(f"weights file {weights} does not exist")
 
     a, scores, global_map, fps = _analyse(path, info, audio_stream, progress)
     times = a.times
+    instruments, notes = _find_instruments(path, info, audio_stream, device,
+                                           None if weights is None else Path(weights), times,
+                                           progress)
     gh, gw = global_map.shape
     gi = int(np.argmax(global_map))
     gmax = float(global_map.flat[gi])
@@ -594,7 +910,10 @@ def localize_file(path: Path | str, overlay_path: Path | str | None = None, audi
         "motion_map_max": round(gmax, 3),
         "tracks": [_track_entry(tr, s) for tr, s in zip(a.tracks, scores)],
         "frames": _frame_entries(a),
+        "instruments": [_instrument_entry(ins) for ins in instruments],
+        "notes": list(dict.fromkeys(notes)),
     }
     if overlay_path is not None:
-        result["overlay"] = str(_write_overlay(path, info, overlay_path, a, scores, progress))
+        result["overlay"] = str(_write_overlay(path, info, overlay_path, a, scores, progress,
+                                               instruments))
     return result

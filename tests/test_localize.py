@@ -3,6 +3,10 @@
 The clip (4 s, 320x240, 25 fps): a white square in the LEFT half moves exactly while a 440 Hz
 tone burst sounds and stands still otherwise; a distractor square in the RIGHT half moves only
 in the silences. No face anywhere, so only the motion map can place the sound.
+
+The instrument layer is tested with synthetic masks and boxes (no separator weights needed):
+the loudness and drawing functions directly, and ``localize_file`` with
+``analyse_instruments`` replaced by a fake analysis of the generated clip.
 """
 
 from __future__ import annotations
@@ -179,3 +183,204 @@ def test_cli_missing_file_is_one_line(tmp_path):
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "missing.mp4" in lines[0], res.stderr
     assert "Traceback" not in res.stderr
+
+
+# ---------------------------------------------------------------- instrument layer
+
+SEP_RATE, SEP_HOP, SEP_FFT = 11025, 256, 1024
+
+
+def _flat_power(seconds: float, level: float = 1.0) -> np.ndarray:
+    """``[bins, frames]`` STFT power of steady white-ish noise at the separator's rate."""
+    frames = int(seconds * SEP_RATE) // SEP_HOP + 1
+    return np.full((SEP_FFT // 2 + 1, frames), level, np.float32)
+
+
+def test_stem_loudness_follows_its_mask():
+    from avsplit.localize import LOUD_RANGE_DB, stem_loudness
+
+    power = _flat_power(4.0, level=100.0)
+    frames = power.shape[1]
+    second_half = np.zeros_like(power)
+    second_half[:, frames // 2:] = 1.0  # all of the sound, only in the second half
+    tenth = np.full_like(power, 0.1)     # -20 dB of the sound, all the time
+    times = np.arange(0, 4.0, 0.04)
+    loud = stem_loudness(np.stack([second_half, tenth]), power, SEP_RATE, SEP_HOP, times)
+    assert loud.shape == (2, len(times)) and loud.dtype == np.float32
+    early, late = times < 1.8, times > 2.2
+    assert np.all(loud[0, early] == 0) and np.all(loud[0, late] > 0.95)
+    np.testing.assert_allclose(loud[1], 1 - 20 / LOUD_RANGE_DB, atol=0.02)
+    # a split between two instances of one label: half the amplitude, 6 dB less
+    halved = stem_loudness([tenth], power, SEP_RATE, SEP_HOP, times, gains=[0.5])
+    np.testing.assert_allclose(halved[0], loud[1] - 6.02 / LOUD_RANGE_DB, atol=0.01)
+    # digital silence: nothing is loud
+    quiet = stem_loudness(np.stack([second_half]), power * 1e-14, SEP_RATE, SEP_HOP, times)
+    assert np.all(quiet == 0)
+
+
+def _instrument(name, colour, box, loud, heard=0.5, silent=False):
+    from avsplit.localize import _Instrument
+
+    return _Instrument(name, name, colour, np.asarray(box, np.float64),
+                       [float(v) * 100 for v in box], 0.82, heard, silent,
+                       np.asarray(loud, np.float32))
+
+
+def test_instrument_blob_follows_loudness_in_its_own_colour():
+    from avsplit.localize import INSTRUMENT_PALETTE, PALETTE, _draw, instrument_footprint
+
+    assert not set(INSTRUMENT_PALETTE) & set(PALETTE)
+    h, w, T = 120, 160, 10
+    loud = np.r_[np.zeros(T // 2), np.ones(T // 2)].astype(np.float32)  # heard in the 2nd half
+    colour = INSTRUMENT_PALETTE[0]
+    heard = _instrument("violin", colour, [0.1, 0.2, 0.45, 0.8], loud)
+    mute = _instrument("cello", INSTRUMENT_PALETTE[1], [0.6, 0.2, 0.9, 0.8], np.zeros(T),
+                       heard=0.001, silent=True)
+    drawn = [(ins, *instrument_footprint(ins.box, h, w)) for ins in (heard, mute)]
+    (r0, r1, c0, c1), patch = drawn[0][1], drawn[0][2]
+    assert patch.shape == (r1 - r0, c1 - c0) and patch.max() == pytest.approx(1.0)
+    frame = np.full((h, w, 3), 100, np.uint8)
+    heat = np.zeros((12, 16), np.float32)
+    legend = (np.zeros((1, 1, 3), np.uint8), np.zeros((1, 1, 1), np.float32))
+    early = _draw(frame, heat, [], [], 1, legend, (h - 1, w - 1), drawn).astype(int)
+    late = _draw(frame, heat, [], [], T - 1, legend, (h - 1, w - 1), drawn).astype(int)
+    cy, cx = int(0.5 * h), int(0.275 * w)  # the violin box's centre
+    centre = np.s_[cy - 3:cy + 3, cx - 3:cx + 3]
+    assert np.all(early[centre] == 100)  # silent frame: no blob
+    shift = late[centre].reshape(-1, 3).mean(axis=0) - 100
+    want = np.asarray(colour, float) - 100
+    assert np.linalg.norm(shift) > 0.5 * np.linalg.norm(want)  # a strong blob ...
+    cos = shift @ want / (np.linalg.norm(shift) * np.linalg.norm(want))
+    assert cos > 0.99  # ... in its own colour
+    # the silent cello never gets a blob inside its box (only its outline and name tag)
+    inner = np.s_[int(0.45 * h):int(0.75 * h), int(0.65 * w):int(0.85 * w)]
+    assert np.all(late[inner] == 100)
+    # far from both boxes nothing changes
+    assert np.all(late[int(0.9 * h):, :] == 100)
+
+
+def test_instrument_legend_lines():
+    from avsplit.localize import _instrument_text, _legend
+
+    loud = np.zeros(3, np.float32)
+    assert _instrument_text(_instrument("violin", (0, 0, 0), [0, 0, 1, 1], loud, heard=0.35)) == \
+        "violin (seen 0.82, heard 35%)"
+    assert _instrument_text(_instrument("cello", (0, 0, 0), [0, 0, 1, 1], loud, heard=0.001,
+                                        silent=True)) == "cello (seen 0.82, silent)"
+    plain, _ = _legend([], [], 240)
+    both, _ = _legend([], [], 240, [_instrument("violin", (0, 230, 230), [0, 0, 1, 1], loud)])
+    assert both.shape[0] > plain.shape[0]  # one more line
+    assert (np.abs(both.astype(int) - (0, 230, 230)).sum(axis=2) < 30).any()  # its swatch
+
+
+def test_weights_errors_that_skip_instruments():
+    from pathlib import Path as P
+
+    from avsplit.localize import _weights_unavailable
+
+    missing = AvsplitError("weights file /w/instrument_film_blstm.pt is missing; reinstall avsplit")
+    corrupt = AvsplitError("weights file /w/x.pt does not match its sha256 in the registry")
+    named = AvsplitError("weights file runs/x.pt does not exist")
+    assert _weights_unavailable(missing, None) and _weights_unavailable(corrupt, None)
+    assert _weights_unavailable(missing, P("runs/x.pt"))  # the bundled recogniser is missing
+    assert not _weights_unavailable(named, P("runs/x.pt"))
+    assert not _weights_unavailable(AvsplitError("unknown label 'kazoo'"), None)
+
+
+def test_missing_weights_file_is_an_error_before_any_work(clip, tmp_path):
+    from avsplit.localize import localize_file
+
+    with pytest.raises(AvsplitError, match="does not exist"):
+        localize_file(clip, weights=tmp_path / "nope.pt")
+
+
+def test_no_instrument_in_the_clip(localized):
+    result, _ = localized
+    assert result["instruments"] == []
+    assert isinstance(result["notes"], list) and result["notes"]
+
+
+@pytest.fixture(scope="module")
+def with_fake_instruments(clip, tmp_path_factory):
+    """``(result, overlay)`` of ``localize_file`` on the clip with ``analyse_instruments``
+    replaced: a "violin" boxed in the empty bottom-left corner whose mask takes the whole sound
+    (so it follows the tone bursts) and a silent "cello" over the RIGHT square."""
+    import avsplit.pipelines as pipelines
+    from avsplit.localize import localize_file
+
+    calls = []
+
+    def fake(path, info, mixture, rate, options, progress):
+        calls.append(options)
+        frames = int(round(mixture.shape[1] * SEP_RATE / rate)) // SEP_HOP + 1
+        masks = np.zeros((2, SEP_FFT // 2 + 1, frames), np.float32)
+        masks[0] = 1.0
+        stems = [pipelines.InstrumentStem("violin", "violin", 0, 1.0, [20.0, 170.0, 120.0, 235.0],
+                                          0.8),
+                 pipelines.InstrumentStem("cello", "cello", 1, 1.0, [200.0, 80.0, 270.0, 150.0],
+                                          0.6)]
+        return pipelines.InstrumentAnalysis(stems, ["violin", "cello"], masks,
+                                            np.array([1.0, 0.0]), SEP_RATE, SEP_HOP, SEP_FFT,
+                                            [], [], [])
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(pipelines, "analyse_instruments", fake)
+    try:
+        overlay = tmp_path_factory.mktemp("localize_inst") / "overlay.mp4"
+        result = localize_file(clip, overlay_path=overlay, device="cpu")
+    finally:
+        mp.undo()
+    assert len(calls) == 1 and calls[0].mode == "instruments" and calls[0].weights is None
+    return result, overlay
+
+
+def test_instruments_in_json(with_fake_instruments):
+    result, _ = with_fake_instruments
+    json.dumps(result)
+    violin, cello = result["instruments"]
+    assert violin["name"] == "violin" and violin["label"] == "violin"
+    assert violin["box"] == pytest.approx([20 / W, 170 / H, 120 / W, 235 / H], abs=1e-3)
+    assert violin["box_px"] == [20.0, 170.0, 120.0, 235.0]
+    assert violin["visual_confidence"] == 0.8 and violin["audio_share"] == 1.0
+    assert not violin["silent"] and cello["silent"]
+    assert any("cello" in n and "silent" in n for n in result["notes"])
+    loud = np.array(violin["loudness"])
+    assert len(loud) == len(result["frames"])
+    t = np.array([f["t"] for f in result["frames"]])
+    during = np.array([_in_burst(x, margin=0.1) for x in t])
+    gap = np.array([all(x < a - 0.25 or x >= b + 0.25 for a, b in BURSTS) for x in t])
+    assert during.sum() >= 15 and gap.sum() >= 10
+    assert loud[during].min() > 0.8 and loud[gap].max() < 0.3
+    assert np.all(np.array(cello["loudness"]) == 0)
+    # the face/motion part of the result is unchanged by the instruments
+    assert result["frames"][int(1.8 * FPS)]["peak"] is not None
+
+
+def test_instrument_overlay_colour_follows_the_sound(with_fake_instruments):
+    from avsplit.localize import INSTRUMENT_PALETTE
+
+    result, overlay = with_fake_instruments
+    frames, _ = media.load_frames(overlay, max_side=None)
+    colour = np.asarray(INSTRUMENT_PALETTE[0], float)
+
+    def tint(k):  # mean colour in the middle of the violin box (black background there)
+        patch = frames[k][195:215, 55:85].reshape(-1, 3).astype(float)
+        return patch.mean(axis=0)
+
+    loud_k, quiet_k = int(1.8 * FPS), int(1.3 * FPS)  # in a burst / in a silence
+    assert np.linalg.norm(tint(quiet_k)) < 40  # black background, no blob
+    shift = tint(loud_k) - tint(quiet_k)
+    assert shift @ colour / (np.linalg.norm(shift) * np.linalg.norm(colour)) > 0.9
+    assert np.linalg.norm(shift) > 60
+
+
+def test_cli_localize_weights_option(clip, tmp_path):
+    from typer.testing import CliRunner
+
+    from avsplit.cli import app
+
+    res = CliRunner().invoke(app, ["localize", "--help"])
+    assert "--weights" in res.output
+    res = CliRunner().invoke(app, ["localize", str(clip), "--weights", str(tmp_path / "no.pt")])
+    assert res.exit_code == 1
+    assert "no.pt does not exist" in res.output and "Traceback" not in res.output
