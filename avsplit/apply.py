@@ -104,7 +104,7 @@ def query_masks(model, mixture: np.ndarray, rate: int, labels: list[str],
 
     Returns:
         ``[len(labels), bins, frames]`` float32 masks in 0..1 (independent per label: they
-        need not sum to one).
+        need not sum to one), raised to ``model.config.mask_power``.
 
     Raises:
         ValueError: a label the model does not know.
@@ -119,20 +119,31 @@ def query_masks(model, mixture: np.ndarray, rate: int, labels: list[str],
 
     def masks_of(s: torch.Tensor) -> np.ndarray:
         batch = s[None].expand(len(labels), -1, -1)
-        return model.masks(batch, query).cpu().numpy()
+        return model.masks(batch, query).cpu().numpy() ** cfg.mask_power
 
     return _chunked_masks(masks_of, spec, chunk, overlap)
 
 
+def limit_total(masks: np.ndarray) -> np.ndarray:
+    """Scale independent masks ``[sources, bins, frames]`` so that in no bin they take more than
+    the whole mixture (divide by their sum where it exceeds one); what is left is the residual."""
+    if not len(masks):
+        return masks
+    return masks / np.maximum(masks.sum(axis=0, keepdims=True), 1.0)
+
+
 def separate_queries(model, mixture: np.ndarray, rate: int, labels: list[str],
-                     device: str = "cpu") -> np.ndarray:
+                     device: str = "cpu", exclusive: bool = True) -> np.ndarray:
     """Separate the stems of the asked-for instruments from a recording.
 
-    :func:`query_masks`, then each mask is applied to every channel of the mixture at its own
-    rate (:func:`avsplit.audio.apply_masks`), so stems keep the input's rate, channels, length.
+    :func:`query_masks` on the distinct labels, then (``exclusive``) :func:`limit_total` as
+    ``avsplit separate --query`` does, and each mask is applied to every channel of the mixture
+    at its own rate (:func:`avsplit.audio.apply_masks`), so stems keep the input's rate,
+    channels and length.
 
     Args:
-        model, mixture, rate, labels: as :func:`query_masks`.
+        model, mixture, rate, labels: as :func:`query_masks`; a repeated label gets the same stem.
+        exclusive: limit the masks' sum to one (stems never add up to more than the mixture).
 
     Returns:
         ``[len(labels), channels, samples]`` float32 stems.
@@ -141,9 +152,13 @@ def separate_queries(model, mixture: np.ndarray, rate: int, labels: list[str],
         ValueError: a label the model does not know.
     """
     cfg = model.config
-    masks = query_masks(model, mixture, rate, labels, device=device)
-    return apply_masks(mixture, rate, masks, cfg.sample_rate, cfg.hop,
-                       window_s=cfg.n_fft / cfg.sample_rate)
+    distinct = list(dict.fromkeys(labels))
+    masks = query_masks(model, mixture, rate, distinct, device=device)
+    if exclusive:
+        masks = limit_total(masks)
+    stems = apply_masks(mixture, rate, masks, cfg.sample_rate, cfg.hop,
+                        window_s=cfg.n_fft / cfg.sample_rate)
+    return stems[[distinct.index(lab) for lab in labels]]
 
 
 def masks_to_waves(model, wave: np.ndarray, masks: np.ndarray) -> np.ndarray:

@@ -6,6 +6,7 @@ Exit codes: 0 all inputs done, 1 any input failed (the others still run), 2 usag
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from contextlib import contextmanager
@@ -79,7 +80,8 @@ def _fail(input_path, exc: BaseException, debug: bool) -> str:
         message = f"internal error ({type(exc).__name__}: {exc}); rerun with --debug and report it"
     if debug:
         traceback.print_exception(exc, file=sys.stderr)
-    stderr.print(f"avsplit: error: {input_path}: {message}", markup=False, highlight=False,
+    where = "" if message.startswith(str(input_path)) else f"{input_path}: "
+    stderr.print(f"avsplit: error: {where}{message}", markup=False, highlight=False,
                  soft_wrap=True)
     return message
 
@@ -146,7 +148,7 @@ def separate(
                             "notes": manifest.get("notes", [])})
             if not quiet and not json_out:
                 stderr.print(f"{path}: wrote {len(manifest['files'])} files to {manifest_path.parent}",
-                             markup=False, highlight=False)
+                             markup=False, highlight=False, soft_wrap=True)
     if json_out:
         print(json.dumps({"results": results}, indent=2))
     if not all(r["ok"] for r in results):
@@ -190,10 +192,10 @@ def localize(
                               for i in result["instruments"])
             stderr.print(f"{input}: instruments: {names}", markup=False, highlight=False, soft_wrap=True)
         if result.get("overlay"):
-            stderr.print(f"{input}: wrote {result['overlay']}", markup=False, highlight=False)
+            stderr.print(f"{input}: wrote {result['overlay']}", markup=False, highlight=False, soft_wrap=True)
         else:
             stderr.print(f"{input}: {len(result['frames'])} frames analysed; add --overlay to write a video",
-                         markup=False, highlight=False)
+                         markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -210,7 +212,7 @@ def sync(
     from avsplit.sync import fix_offset, measure_offset
 
     if fix and out is None:
-        stderr.print("avsplit: error: --fix needs -o OUT.mp4", markup=False, highlight=False)
+        stderr.print("avsplit: error: --fix needs -o OUT.mp4", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2)
     with _progress(quiet) as bars:
         try:
@@ -254,6 +256,25 @@ def models(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")
     print("synonyms: " + ", ".join(f"{k}={v}" for k, v in SYNONYMS.items()))
 
 
+def _silence_native_logs() -> None:
+    """Send what native libraries write straight to file descriptor 2 (LiteRT and MediaPipe
+    print INFO lines there, unaffected by -q) to /dev/null, while Python's ``sys.stderr`` (our
+    progress bars, warnings and error lines) keeps writing to the real stderr. Set
+    ``AVSPLIT_NATIVE_LOGS=1`` to keep the native lines."""
+    if os.environ.get("AVSPLIT_NATIVE_LOGS") == "1" or sys.stderr is not sys.__stderr__:
+        return  # asked to keep them, or stderr is captured (tests, embedding): leave it alone
+    try:
+        sys.stderr.flush()
+        real = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        sys.stderr = os.fdopen(real, "w", buffering=1, encoding=sys.stderr.encoding or "utf-8",
+                               errors="backslashreplace")
+    except (OSError, ValueError, AttributeError):  # no real fd 2 (embedded use): leave it
+        pass
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"avsplit {__version__}")
@@ -264,6 +285,7 @@ def _version(value: bool) -> None:
 def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                       help="Print the version and exit.")) -> None:
     """avsplit: audio-visual scene analysis."""
+    _silence_native_logs()
 
 
 if __name__ == "__main__":

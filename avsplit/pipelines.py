@@ -368,7 +368,7 @@ def analyse_instruments(path: Path, info: MediaInfo, mixture: np.ndarray, rate: 
     """
     import torch
 
-    from avsplit.apply import query_masks
+    from avsplit.apply import limit_total, query_masks
     from avsplit.audio import stft
     from avsplit.labels import normalize_label
     from avsplit.models.registry import load_instrument_separator
@@ -412,8 +412,7 @@ def analyse_instruments(path: Path, info: MediaInfo, mixture: np.ndarray, rate: 
                 notes.append(f"{st.name}: seen as {st.relabelled_from}, heard as {st.label}")
     # masks of different labels may overlap; scale them so that they never take more than the
     # whole mixture, and the residual is what no instrument took
-    if len(masks):
-        masks = masks / np.maximum(masks.sum(axis=0, keepdims=True), 1.0)
+    masks = limit_total(masks)
     share = _energy_share(masks, power) if len(masks) else np.zeros(0)
     return InstrumentAnalysis(stems, labels, masks, share, cfg.sample_rate, cfg.hop, cfg.n_fft,
                               detections, model_ids, notes)

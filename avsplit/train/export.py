@@ -1,27 +1,51 @@
 """Export a training checkpoint to a bundled weights file (model only, no optimizer state).
 
-    python -m avsplit.train.export runs/speech/best.pt weights/speech_blstm.pt
+    python -m avsplit.train.export runs/speech2/best.pt weights/speech_blstm.pt
+    python -m avsplit.train.export runs/instruments2/best.pt weights/instrument_film_blstm.pt \
+        --tune-mask-power runs/music
 
 Prints the sha256 to put in :mod:`avsplit.models.registry` and ``weights/README.md``.
+``--tune-mask-power POOLS`` (instrument separator only) chooses the inference mask power on the
+held-out-soundfont validation set in ``POOLS/pool-valid.pt`` and stores it in the config.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
-import sys
+import json
 from pathlib import Path
 
 import torch
 
 
-def export(checkpoint: Path, out: Path) -> str:
+def export(checkpoint: Path, out: Path, config_updates: dict | None = None) -> str:
     """Write ``{"config", "state_dict", "meta"}`` (float32) to ``out``; return its sha256."""
     ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
     model = ck["model"]
-    meta = {k: ck[k] for k in ("step", "val_si_sdri") if k in ck}
-    torch.save({"config": model["config"], "state_dict": model["state_dict"], "meta": meta}, out)
+    meta = {k: ck[k] for k in ("step", "val_si_sdri", "val") if k in ck}
+    config = {**model["config"], **(config_updates or {})}
+    torch.save({"config": config, "state_dict": model["state_dict"], "meta": meta}, out)
     return hashlib.sha256(out.read_bytes()).hexdigest()
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m avsplit.train.export")
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--tune-mask-power", type=Path, default=None, metavar="POOLS")
+    args = parser.parse_args()
+    updates = {}
+    if args.tune_mask_power is not None:
+        from avsplit.models.registry import load_instrument_separator
+        from avsplit.train.instruments import tune_mask_power
+
+        model, _ = load_instrument_separator(args.checkpoint)
+        power, scores = tune_mask_power(model, args.tune_mask_power)
+        print(json.dumps({"mask_power": power, "val_si_sdri_by_power": scores}))
+        updates["mask_power"] = power
+    print(export(args.checkpoint, args.out, updates))
+
+
 if __name__ == "__main__":
-    print(export(Path(sys.argv[1]), Path(sys.argv[2])))
+    main()
