@@ -114,21 +114,39 @@ def _is_active(pool: StemPool, e: int, i: int, crop: np.ndarray) -> bool:
     return _rms(crop) > 0.33 * _level(pool, e, i) and _rms(crop) > 1e-4
 
 
-def augment_timbre(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Random timbre change of one stem, so that the network cannot learn the two training
-    soundfonts' samples by heart: playback speed 0.94-1.06 (moves pitch and formants
-    together, linear interpolation) and a random smooth equaliser (+-6 dB at 6 points spread
-    over log frequency, interpolated)."""
+def synthetic_room_response(rng: np.random.Generator, rate: int) -> np.ndarray:
+    """A random room impulse response ``[taps]`` float32: a unit direct path followed by
+    exponentially decaying Gaussian noise (RT60 0.15-0.8 s, direct-to-reverberant ratio
+    0-12 dB), the usual statistical model of late reverberation (Polack 1993)."""
+    rt60 = rng.uniform(0.15, 0.8)
+    taps = int(rt60 * rate)
+    t = np.arange(1, taps) / rate
+    tail = rng.standard_normal(taps - 1) * np.exp(-6.9078 * t / rt60)  # -60 dB at rt60
+    drr_db = rng.uniform(0, 12)
+    tail *= 10 ** (-drr_db / 20) / (np.sqrt((tail ** 2).sum()) + 1e-12)
+    return np.concatenate([[1.0], tail]).astype(np.float32)
+
+
+def augment_timbre(x: np.ndarray, rng: np.random.Generator, rate: int = 11025,
+                   p_reverb: float = 0.5) -> np.ndarray:
+    """Random timbre and room change of one stem ``[n]`` float32 at ``rate`` Hz, so that the
+    network cannot learn the training soundfonts' dry samples by heart: playback speed
+    0.94-1.06 (moves pitch and formants together, linear interpolation), a random smooth
+    equaliser (+-6 dB at 6 points spread over log frequency, interpolated) and, with
+    probability ``p_reverb``, a :func:`synthetic_room_response` (real recordings are never dry).
+    The result has the same length; the reverberant stem is the target, as in real stems."""
     n = len(x)
     speed = rng.uniform(0.94, 1.06)
     pos = np.arange(n) * speed
     y = np.interp(pos, np.arange(n), x, right=0.0)
-    spec = np.fft.rfft(y)
-    f = np.fft.rfftfreq(n)  # cycles per sample, 0..0.5
+    rir = synthetic_room_response(rng, rate) if rng.random() < p_reverb else np.ones(1, np.float32)
+    size = n + len(rir) - 1
+    spec = np.fft.rfft(y, size) * np.fft.rfft(rir, size)
+    f = np.fft.rfftfreq(size)  # cycles per sample, 0..0.5
     anchors = np.log(np.geomspace(1e-3, 0.5, 6))
     gains_db = rng.uniform(-6, 6, 6)
     curve = np.interp(np.log(np.maximum(f, 1e-3)), anchors, gains_db)
-    return np.fft.irfft(spec * 10 ** (curve / 20), n).astype(np.float32)
+    return np.fft.irfft(spec * 10 ** (curve / 20), size)[:n].astype(np.float32)
 
 
 def make_example(pool: StemPool, length: int, rng: np.random.Generator, p_absent: float = 0.1,
@@ -174,7 +192,7 @@ def make_example(pool: StemPool, length: int, rng: np.random.Generator, p_absent
         if _is_active(pool, e, i, crop):
             picked.append((pool.labels[e][i], crop))
     if augment:
-        picked = [(lab, augment_timbre(x, rng)) for lab, x in picked]
+        picked = [(lab, augment_timbre(x, rng, pool.rate)) for lab, x in picked]
     sources = [(lab, x / _rms(x) * 10 ** (rng.uniform(-6, 6) / 20)) for lab, x in picked]
     for name in INTERFERER_LABELS:
         if rng.random() < 0.35:

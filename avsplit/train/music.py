@@ -9,8 +9,9 @@ to the rendered ensemble exactly (see ``tests/test_music_data.py``) and a mixtur
 sum of stems is a real ensemble rendering. A drum pattern and an electric-bass line (the
 score's lowest part) are rendered as interferers that are mixed in but never asked for.
 
-Timbres: ``FluidR3_GM.sf2`` and ``MuseScore_General.sf3`` (Debian ``fluid-soundfont-gm``,
-``musescore-general-soundfont``; MIT) are used for training; ``TimGM6mb.sf2`` (Debian
+Timbres: ``FluidR3_GM.sf2``, ``MuseScore_General.sf3`` and ``sf_GMbank.sf2`` (Debian
+``fluid-soundfont-gm``, ``musescore-general-soundfont`` (MIT), ``csound-soundfont`` (public
+domain)) are used for training; ``TimGM6mb.sf2`` (Debian
 ``timgm6mb-soundfont``) is kept out of training for validation, as are every tenth score.
 
 Rendering loads a soundfont once per fluidsynth call, so many parts are placed one after the
@@ -39,7 +40,7 @@ from avsplit.labels import BY_LABEL, INSTRUMENTS, INTERFERERS, Instrument
 
 SAMPLE_RATE = 11025
 SOUNDFONT_DIRS = (Path("/usr/share/sounds/sf2"), Path("/usr/share/sounds/sf3"))
-TRAIN_SOUNDFONTS = ("FluidR3_GM.sf2", "MuseScore_General.sf3")
+TRAIN_SOUNDFONTS = ("FluidR3_GM.sf2", "MuseScore_General.sf3", "sf_GMbank.sf2")
 VALID_SOUNDFONTS = ("TimGM6mb.sf2",)
 GAP_S = 3.0  # silence between parts rendered in one call (release tails end well before)
 
@@ -68,7 +69,7 @@ def find_soundfont(name: str) -> Path:
 
     Raises:
         FileNotFoundError: not installed (``apt install fluid-soundfont-gm
-            musescore-general-soundfont timgm6mb-soundfont``).
+            musescore-general-soundfont csound-soundfont timgm6mb-soundfont``).
     """
     for d in SOUNDFONT_DIRS:
         if (d / name).exists():
