@@ -234,6 +234,7 @@ def _input_entry(path: Path, info: MediaInfo, mixture: np.ndarray, rate: int,
 
 RECOGNITION_FRAMES = 8
 SILENT_SHARE = 0.01   # a stem with < 1 % of the mixture's energy (-20 dB) is called silent
+RELABEL_BELOW = 0.5   # visual confidence under which the audio may change a label in its family
 FAMILIES = (
     ("acoustic_guitar", "electric_guitar", "banjo", "harp"),
     ("piano", "organ", "accordion", "marimba", "xylophone", "harmonica"),
@@ -298,9 +299,11 @@ def _energy_share(masks: np.ndarray, power: np.ndarray) -> np.ndarray:
 def plan_instrument_stems(detections, audio_share) -> tuple[list[InstrumentStem], list[str]]:
     """Turn picture detections into stems, using the audio to settle near-confusions.
 
-    A detection whose label the separator hears little of (< 4 x the silent share) while a
-    member of the same family (guitar/banjo, piano/organ/accordion, ...) is clearly heard
-    (> 10 %) is relabelled to that relative (DMMAN's matching of visual and audio evidence).
+    A detection the picture is unsure of (confidence < :data:`RELABEL_BELOW`) whose label the
+    separator hears little of (< 4 x the silent share) while a member of the same family
+    (guitar/banjo, piano/organ/accordion, ...) is clearly heard (> 10 %) is relabelled to that
+    relative (DMMAN's matching of visual and audio evidence). A confident detection keeps its
+    label: the separator's label scores are less reliable than a sure picture.
 
     Args:
         detections: ``InstrumentDetection`` s from the recogniser (label, box, confidence).
@@ -316,8 +319,8 @@ def plan_instrument_stems(detections, audio_share) -> tuple[list[InstrumentStem]
         label, relabelled = det.label, None
         family = next((f for f in FAMILIES if label in f), (label,))
         best = max(family, key=lambda lab: audio_share.get(lab, 0.0))
-        if (audio_share.get(label, 0.0) < 4 * SILENT_SHARE and best != label
-                and audio_share.get(best, 0.0) > 0.1):
+        if (det.confidence < RELABEL_BELOW and audio_share.get(label, 0.0) < 4 * SILENT_SHARE
+                and best != label and audio_share.get(best, 0.0) > 0.1):
             label, relabelled = best, det.label
         if label not in labels:
             labels.append(label)

@@ -48,7 +48,7 @@ MODELS: dict[str, ModelEntry] = {
                    16000, "MIT (trained by avsplit)",
                    "python -m avsplit.train speech --data ../shared/data"),
         ModelEntry("instrument-separator", "instrument_film_blstm.pt",
-                   "0000000000000000000000000000000000000000000000000000000000000000",
+                   "7450be6e839be7d065665c92eedc35236b6158d4a7dad9084ebd5087166ce14f",
                    "instrument separation: mixture + instrument label -> that stem "
                    "(FiLM-conditioned BLSTM masks, 11.025 kHz)",
                    11025, "MIT (trained by avsplit)",

@@ -247,7 +247,7 @@ def evaluate(model: QuerySeparator, sets: dict, mask_power: float = 1.0) -> dict
 
 
 def tune_mask_power(model: QuerySeparator, pools: Path,
-                    powers: tuple[float, ...] = (1.0, 0.75, 0.5, 0.35)) -> tuple[float, dict]:
+                    powers: tuple[float, ...] = (1.0, 0.75, 0.5, 0.35, 0.25)) -> tuple[float, dict]:
     """Choose the inference mask power on the held-out-soundfont validation set
     (``pools/pool-valid.pt``): the one with the best mean SI-SDR improvement.
 
