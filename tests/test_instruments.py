@@ -256,7 +256,7 @@ def test_same_label_twice_is_split_between_the_instances():
     from avsplit.vision.instruments import InstrumentDetection
 
     dets = [InstrumentDetection("violin", (0, 0, 10, 10), 0.9, np.zeros((2, 2), np.float32)),
-            InstrumentDetection("banjo", (20, 0, 30, 10), 0.3, np.zeros((2, 2), np.float32)),
+            InstrumentDetection("banjo", (20, 0, 30, 10), 0.2, np.zeros((2, 2), np.float32)),
             InstrumentDetection("violin", (40, 0, 50, 10), 0.8, np.zeros((2, 2), np.float32))]
     share = {"violin": 0.5, "banjo": 0.001, "acoustic_guitar": 0.4}
     stems, labels = plan_instrument_stems(dets, share)
