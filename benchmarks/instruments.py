@@ -46,7 +46,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from report import write_section
+from report import run_separate, write_section
 import soundfile as sf
 import torch
 
@@ -385,6 +385,13 @@ def recognition(data: Path, limit: int | None, device: str) -> list[dict] | str:
 
 
 # ------------------------------------------------------------------------------- end to end
+def _first_channel(path: Path, n: int) -> np.ndarray:
+    """First channel of an audio file cut or zero-padded to ``n`` samples (a stem of an AAC
+    remux can differ from the reference by a few samples)."""
+    x = sf.read(path, dtype="float32", always_2d=True)[0][:n, 0]
+    return np.pad(x, (0, n - len(x)))
+
+
 def end_to_end(data: Path, weights: Path | None, limit: int | None) -> list[dict]:
     """``avsplit separate --mode instruments`` on the real CLIPSep clips of ``DATA/av/music``
     that come with ``gt.wav`` (the visible instrument), ``int.wav`` (an off-screen interferer)
@@ -392,7 +399,6 @@ def end_to_end(data: Path, weights: Path | None, limit: int | None) -> list[dict
     (recognition in the picture, then separation); the labelled stems (summed) are scored
     against ``gt`` and ``residual.wav`` against ``int`` (BSS-eval, 16 kHz), next to the mixture
     as the estimate of both."""
-    import subprocess
     import tempfile
 
     from avsplit import media
@@ -407,13 +413,9 @@ def end_to_end(data: Path, weights: Path | None, limit: int | None) -> list[dict
         with tempfile.TemporaryDirectory() as tmp:
             clip = Path(tmp) / f"{folder.name}.mp4"
             media.remux(next(folder.glob("*.mp4")), folder / "mix.wav", clip)
-            cmd = [sys.executable, "-m", "avsplit.cli", "separate", str(clip), "--mode",
-                   "instruments", "--no-video", "-o", tmp, "-q"]
-            if weights:
-                cmd += ["--weights", str(weights)]
-            t0 = time.perf_counter()
-            res = subprocess.run(cmd, capture_output=True, text=True)
-            wall = time.perf_counter() - t0
+            options = ["--mode", "instruments", "--no-video"]
+            res, wall = run_separate(clip, Path(tmp), *options,
+                                     *(["--weights", str(weights)] if weights else []))
             if res.returncode != 0:
                 rows.append({"clip": folder.name, "error": res.stderr.strip()[-300:]})
                 continue
@@ -421,13 +423,9 @@ def end_to_end(data: Path, weights: Path | None, limit: int | None) -> list[dict
             manifest = json.loads((out / "manifest.json").read_text())
             stems = [f for f in manifest["files"] if f["file"].endswith(".wav")
                      and f["file"] != "residual.wav"]
-            def first_channel(name: str) -> np.ndarray:  # AAC may change the length a little
-                x = sf.read(out / name, dtype="float32", always_2d=True)[0][:len(mix), 0]
-                return np.pad(x, (0, len(mix) - len(x)))
-
-            onscreen = np.sum([first_channel(f["file"]) for f in stems], axis=0) if stems \
-                else np.zeros_like(mix)
-            residual = first_channel("residual.wav")
+            onscreen = (np.sum([_first_channel(out / f["file"], len(mix)) for f in stems], axis=0)
+                        if stems else np.zeros_like(mix))
+            residual = _first_channel(out / "residual.wav", len(mix))
         refs = np.stack([gt, interferer])
         ours = bss(refs, np.stack([onscreen, residual]))
         floor = bss(refs, np.stack([mix, mix]))

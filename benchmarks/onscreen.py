@@ -24,14 +24,13 @@ import json
 import os
 import platform
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from report import write_section
+from report import run_separate, write_section
 import torch
 
 from avsplit import media
@@ -109,7 +108,6 @@ def run(data: Path, work: Path, kinds: list[str], limit: int | None) -> list[dic
             peak = np.abs(mix_native).max()
             gain = 0.9 / peak if peak > 0.9 else 1.0
             mix_native, own, interferer = mix_native * gain, own * gain, interferer * gain
-            mix = _mono(mix_native)
             name = f"{clip.stem}-{kind}"
             wav = work / f"{name}.wav"
             media.write_audio(wav, mix_native.astype(np.float32), rate, "wav")
@@ -118,11 +116,7 @@ def run(data: Path, work: Path, kinds: list[str], limit: int | None) -> list[dic
             # the remuxed AAC is what the CLI sees; take it as the mixture reference
             coded, _ = media.load_audio(video)
             n = min(coded.shape[1], len(own))
-            t0 = time.time()
-            proc = subprocess.run([sys.executable, "-m", "avsplit.cli", "separate", str(video), "-o",
-                                   str(work / "out"), "--no-video", "-q", "--json", "--device", "cpu"],
-                                  capture_output=True, text=True)
-            wall = time.time() - t0
+            proc, wall = run_separate(video, work / "out", "--no-video", "--json", "--device", "cpu")
             if proc.returncode != 0:
                 rows.append({"clip": clip.name, "kind": kind, "error": proc.stderr.strip()[-300:]})
                 continue

@@ -1,8 +1,26 @@
-"""Shared by the benchmark scripts: write a result block into ``docs/benchmarks.md``."""
+"""Shared by the benchmark scripts: run ``avsplit separate`` as a user would, and write a
+result block into ``docs/benchmarks.md``."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from pathlib import Path
+
+
+def run_separate(input_path: Path, outdir: Path, *options: str
+                 ) -> tuple[subprocess.CompletedProcess, float]:
+    """``avsplit separate INPUT -o OUTDIR -q OPTIONS...`` in its own process (start-up
+    included, as a user's script would see it).
+
+    Returns:
+        ``(finished process with captured text output, wall time in seconds)``.
+    """
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "avsplit.cli", "separate", str(input_path),
+                           "-o", str(outdir), "-q", *options], capture_output=True, text=True)
+    return proc, time.perf_counter() - t0
 
 
 def write_section(path: Path, name: str, command: str, body: str, intro: str = "") -> None:

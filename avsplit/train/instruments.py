@@ -121,7 +121,7 @@ def synthetic_room_response(rng: np.random.Generator, rate: int) -> np.ndarray:
     rt60 = rng.uniform(0.15, 0.8)
     taps = int(rt60 * rate)
     t = np.arange(1, taps) / rate
-    tail = rng.standard_normal(taps - 1) * np.exp(-6.9078 * t / rt60)  # -60 dB at rt60
+    tail = rng.standard_normal(taps - 1) * np.exp(-np.log(1e3) * t / rt60)  # -60 dB at rt60
     drr_db = rng.uniform(0, 12)
     tail *= 10 ** (-drr_db / 20) / (np.sqrt((tail ** 2).sum()) + 1e-12)
     return np.concatenate([[1.0], tail]).astype(np.float32)

@@ -5,7 +5,7 @@ the music21 corpus) gives an excerpt whose parts are each assigned an instrument
 (:mod:`avsplit.labels`), transposed by octaves into that instrument's range, and rendered
 *alone* with a General-MIDI soundfont, reverb and chorus off (``fluidsynth -R 0 -C 0``). With
 the effects off the synthesiser is linear in its voices, so the separately rendered stems add up
-to the rendered ensemble exactly (see ``tests/test_music_data.py``) and a mixture built as the
+to the rendered ensemble exactly (see ``tests/test_instruments.py``) and a mixture built as the
 sum of stems is a real ensemble rendering. A drum pattern and an electric-bass line (the
 score's lowest part) are rendered as interferers that are mixed in but never asked for.
 

