@@ -1,50 +1,91 @@
-"""Run a mask network over a whole recording in overlapping chunks.
+"""The one apply path of every mask network: chunked mask estimation and chunked mask application.
 
-Long inputs are cut into chunks of ``chunk_s`` seconds that overlap by ``overlap_s``; the
-speech slots of each chunk are permuted to best match the previous chunk on the overlap (the
-network's slot order is arbitrary, PIT-trained), and masks are cross-faded linearly there.
+* **Estimation** (:func:`estimate_masks`): the model-rate STFT is computed and fed to the
+  network in chunks of ``chunk_s`` seconds overlapping by ``overlap_s``; for networks with
+  unordered (PIT-trained) slots each chunk's slots are permuted to agree with the previous
+  chunk on the overlap, and masks are cross-faded linearly there.
+* **Application** (:func:`render_blocks`): masks computed at the model's rate are applied to
+  every channel of the mixture at the input's own rate, block by block (``block_s`` seconds
+  plus a margin of whole STFT frames on each side, kept only in the interior), with the STFT
+  window and hop durations of the model's own config. Because block starts fall on the frame
+  grid and the margins cover a whole window, the result equals a one-pass application up to
+  float error, and memory does not grow with the input's duration.
+
+Signals: mixture ``[channels, samples]`` float32 at the input rate, masks
+``[slots, bins, frames]`` at the model rate (``frames = samples // hop + 1``).
 """
 
 from __future__ import annotations
 
 import itertools
+import math
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
-from avsplit.audio import apply_masks, istft, resample, stft
+from avsplit.audio import istft, stft, transfer_masks
 
 
-def _chunked_masks(masks_of, spec: torch.Tensor, chunk: int, overlap: int, align=None) -> np.ndarray:
-    """Overlap-add masks over chunks of frames.
+def chunk_stft(wave: np.ndarray, f0: int, f1: int, n_fft: int, hop: int) -> torch.Tensor:
+    """Frames ``f0:f1`` of the centred STFT (:func:`avsplit.audio.stft`) of ``wave``, computed from
+    only the samples they need.
 
     Args:
-        masks_of: ``spec[:, start:end] -> [slots, bins, frames]`` numpy masks of one chunk.
-        spec: ``[bins, frames]`` complex STFT.
-        chunk, overlap: chunk length and overlap in frames.
-        align: optional ``(previous, current, magnitude) -> current`` that reorders the slots of
-            a chunk to agree with what is already written on the overlap.
+        wave: ``[samples]`` float32.
+        f0, f1: frame range (``0 <= f0 < f1 <= samples // hop + 1``).
 
     Returns:
-        ``[slots, bins, frames]`` float32, cross-faded linearly on the overlaps.
+        ``[n_fft // 2 + 1, f1 - f0]`` complex64, equal to ``stft(wave)[:, f0:f1]``.
     """
-    n_frames = spec.shape[-1]
-    if n_frames <= chunk:
-        return masks_of(spec)
+    margin = hop * math.ceil(n_fft / hop)
+    r0 = max(0, f0 * hop - margin)
+    r1 = min(len(wave), (f1 - 1) * hop + margin)
+    spec = stft(torch.from_numpy(np.ascontiguousarray(wave[r0:r1], dtype=np.float32)), n_fft, hop)
+    j = (f0 * hop - r0) // hop
+    return spec[:, j:j + (f1 - f0)]
+
+
+def estimate_masks(masks_of: Callable[[torch.Tensor], np.ndarray], wave: np.ndarray, n_fft: int,
+                   hop: int, rate: int, chunk_s: float = 30.0, overlap_s: float = 3.0,
+                   unordered: int = 0, dtype=np.float16) -> np.ndarray:
+    """Masks of a whole recording, estimated in overlapping chunks.
+
+    Args:
+        masks_of: ``[bins, frames]`` complex STFT chunk -> ``[slots, bins, frames]`` numpy masks.
+        wave: ``[samples]`` float32 mono at ``rate`` Hz (the model's rate).
+        n_fft, hop: the model's STFT (samples).
+        chunk_s, overlap_s: chunk length and overlap in seconds.
+        unordered: the first ``unordered`` slots are exchangeable (PIT): each chunk takes the
+            permutation of them that agrees best with what is already written on the overlap.
+        dtype: of the returned masks (float16 halves the memory of long inputs).
+
+    Returns:
+        ``[slots, bins, frames]`` masks, cross-faded linearly on the overlaps.
+    """
+    n_frames = len(wave) // hop + 1
+    chunk = max(int(chunk_s * rate / hop), 1)
+    overlap = min(int(overlap_s * rate / hop), chunk // 2)
     out = None
     start, prev_end = 0, 0
     while start < n_frames:
         end = min(start + chunk, n_frames)
-        m = masks_of(spec[:, start:end])
+        spec = chunk_stft(wave, start, end, n_fft, hop)
+        m = masks_of(spec)
         if out is None:
-            out = np.zeros((m.shape[0], spec.shape[0], n_frames), np.float32)
+            out = np.zeros((m.shape[0], m.shape[1], n_frames), dtype)
         ov = prev_end - start  # frames shared with what is already written
         if ov > 0:
-            if align is not None:
-                mag = spec[:, start:prev_end].abs().cpu().numpy()
-                m = align(out[:, :, start:prev_end], m[:, :, :ov], mag, m)
+            prev = out[:, :, start:prev_end].astype(np.float32)
+            if unordered > 1:
+                mag = spec[:, :ov].abs().numpy()
+                k = unordered
+                best = min(itertools.permutations(range(k)),
+                           key=lambda p: sum(np.abs((prev[i] - m[p[i], :, :ov]) * mag).sum()
+                                             for i in range(k)))
+                m[:k] = m[list(best)]
             fade = np.linspace(0, 1, ov, dtype=np.float32)
-            out[:, :, start:prev_end] = out[:, :, start:prev_end] * (1 - fade) + m[:, :, :ov] * fade
+            out[:, :, start:prev_end] = prev * (1 - fade) + m[:, :, :ov] * fade
             out[:, :, prev_end:end] = m[:, :, ov:]
         else:
             out[:, :, start:end] = m
@@ -55,73 +96,99 @@ def _chunked_masks(masks_of, spec: torch.Tensor, chunk: int, overlap: int, align
     return out
 
 
-@torch.no_grad()
-def separate_masks(model, wave: np.ndarray, chunk_s: float = 30.0, overlap_s: float = 3.0,
-                   device: str = "cpu") -> np.ndarray:
-    """Masks of a mono recording at the model's rate.
+def combine(masks: np.ndarray, weights: np.ndarray, f0: int = 0, f1: int | None = None) -> np.ndarray:
+    """Weighted sums of mask slots over frames ``f0:f1``: ``weights [G, slots]`` ->
+    ``[G, bins, f1 - f0]`` float32."""
+    part = masks[:, :, f0:f1].astype(np.float32)
+    return np.einsum("gs,sft->gft", np.asarray(weights, np.float32), part)
+
+
+def output_stft(rate: int, model_rate: int, model_n_fft: int, model_hop: int) -> tuple[int, int]:
+    """``(n_fft, hop)`` at ``rate`` with the model's window and hop durations (samples, even
+    window)."""
+    n_fft = int(2 * round(model_n_fft / model_rate / 2 * rate))
+    hop = max(1, int(round(model_hop * rate / model_rate)))
+    return n_fft, hop
+
+
+def render_blocks(read: Callable[[int, int], np.ndarray], n_samples: int, rate: int,
+                  masks: np.ndarray, weights: np.ndarray, model_rate: int, model_n_fft: int,
+                  model_hop: int, block_s: float = 20.0
+                  ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Apply weighted sums of model-rate masks to a mixture at its own rate, block by block.
 
     Args:
-        model: a :class:`avsplit.models.speech.SpeechSeparator` (eval mode).
-        wave: ``[samples]`` float32 at ``model.config.sample_rate``.
-        chunk_s, overlap_s: chunk length and overlap in seconds.
+        read: ``(start, stop) -> [channels, n]`` float32 samples of the mixture at ``rate``.
+        n_samples: the mixture's length.
+        masks: ``[slots, bins, frames]`` at ``model_rate`` (hop ``model_hop`` samples).
+        weights: ``[G, slots]``: stem ``g`` gets mask ``sum_s weights[g, s] * masks[s]``.
+        model_n_fft, model_hop: the model's STFT; the output STFT has the same durations.
+        block_s: seconds of output per block (rounded to whole hops).
 
-    Returns:
-        ``[slots, bins, frames]`` float32 masks summing to one over slots (speech slots first,
-        background last); ``frames = samples // hop + 1``.
+    Yields:
+        ``(start, mixture block [channels, n], stems [G, channels, n])`` float32, consecutive
+        blocks covering ``0..n_samples``; equal to a one-pass application up to float error.
     """
-    cfg = model.config
-    x = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)).to(device)
-    spec = stft(x[None], cfg.n_fft, cfg.hop)[0]  # [F, T]
-    chunk = max(int(chunk_s * cfg.sample_rate / cfg.hop), 1)
-    overlap = min(int(overlap_s * cfg.sample_rate / cfg.hop), chunk // 2)
-    k = cfg.n_speakers
+    n_fft, hop = output_stft(rate, model_rate, model_n_fft, model_hop)
+    block = hop * max(1, int(block_s * rate / hop))
+    margin = hop * (math.ceil(n_fft / hop) + 1)
+    t_model = masks.shape[-1]
+    for s0 in range(0, max(n_samples, 1), block):
+        s1 = min(s0 + block, n_samples)
+        r0, r1 = max(0, s0 - margin), min(n_samples, s1 + margin)
+        x = read(r0, r1)
+        if len(weights) == 0:  # nothing but the rest of the mixture
+            yield s0, x[:, s0 - r0:s1 - r0], np.zeros((0, x.shape[0], s1 - s0), np.float32)
+            continue
+        spec = stft(torch.from_numpy(np.ascontiguousarray(x)), n_fft, hop)  # [C, F, Tb]
+        first = r0 // hop
+        # model frames spanning this block's output frames (times in seconds)
+        t_lo = first * hop / rate
+        t_hi = (first + spec.shape[-1]) * hop / rate
+        m0 = max(0, int(math.floor(t_lo * model_rate / model_hop)) - 1)
+        m1 = min(t_model, int(math.ceil(t_hi * model_rate / model_hop)) + 2)
+        part = combine(masks, weights, m0, m1)
+        m = transfer_masks(part, model_rate, model_hop, rate, n_fft, hop, spec.shape[-1],
+                           first_frame_out=first, first_frame_model=m0)
+        out = istft(spec[None] * torch.from_numpy(m)[:, None], n_fft, hop, r1 - r0).numpy()
+        yield s0, x[:, s0 - r0:s1 - r0], out[:, :, s0 - r0:s1 - r0]
 
-    def align(prev_masks, cur_masks, mag, m):
-        # the speech slots are unordered (PIT): take the permutation that agrees best
-        prev = prev_masks[:k] * mag
-        cur = cur_masks[:k] * mag
-        best = min(itertools.permutations(range(k)),
-                   key=lambda p: sum(np.abs(prev[i] - cur[p[i]]).sum() for i in range(k)))
-        m[:k] = m[list(best)]
-        return m
 
-    return _chunked_masks(lambda s: model.masks(s[None])[0].cpu().numpy(), spec, chunk, overlap,
-                          align)
-
-
-@torch.no_grad()
-def query_masks(model, mixture: np.ndarray, rate: int, labels: list[str],
-                chunk_s: float = 30.0, overlap_s: float = 3.0, device: str = "cpu") -> np.ndarray:
-    """Masks of the asked-for instruments at the model's rate.
-
-    The mixture is downmixed and resampled to the model's rate and each label's mask is
-    computed in overlapping chunks (cross-faded).
+def slot_envelopes(wave: np.ndarray, masks: np.ndarray, slots: list[int], n_fft: int, hop: int,
+                   rate: int, envelope: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
+                   env_hop: int, block_s: float = 30.0) -> tuple[np.ndarray, np.ndarray]:
+    """Envelopes of separated slots at the model's rate without holding their waveforms.
 
     Args:
-        model: a :class:`avsplit.models.instruments.QuerySeparator` (eval mode).
-        mixture: ``[channels, samples]`` float32 at ``rate`` Hz.
-        labels: instrument labels (``avsplit.labels``); repeats are allowed.
+        wave: ``[samples]`` float32 mono at ``rate`` (the model's rate); masks: its masks.
+        slots: which mask rows to render.
+        envelope: ``(wave, rate) -> (env [N], times [N])`` with one value per ``env_hop``
+            samples starting at sample 0 (:func:`avsplit.associate.speech_envelope`).
 
     Returns:
-        ``[len(labels), bins, frames]`` float32 masks in 0..1 (independent per label: they
-        need not sum to one), raised to ``model.config.mask_power``.
-
-    Raises:
-        ValueError: a label the model does not know.
+        ``(envelopes [len(slots), N] float64, times [N] seconds)`` as the envelope of each
+        whole separated waveform would give (up to float error).
     """
-    cfg = model.config
-    query = model.label_index(labels).to(device)
-    mono = resample(mixture.mean(axis=0), rate, cfg.sample_rate)
-    x = torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32)).to(device)
-    spec = stft(x[None], cfg.n_fft, cfg.hop)[0]
-    chunk = max(int(chunk_s * cfg.sample_rate / cfg.hop), 1)
-    overlap = min(int(overlap_s * cfg.sample_rate / cfg.hop), chunk // 2)
-
-    def masks_of(s: torch.Tensor) -> np.ndarray:
-        batch = s[None].expand(len(labels), -1, -1)
-        return model.masks(batch, query).cpu().numpy() ** cfg.mask_power
-
-    return _chunked_masks(masks_of, spec, chunk, overlap)
+    step = hop * env_hop // math.gcd(hop, env_hop)
+    block = step * max(1, int(block_s * rate / step))
+    margin = step * math.ceil((n_fft + 4 * env_hop) / step + 1)
+    n = len(wave)
+    envs, times = [], []
+    weights = np.eye(masks.shape[0], dtype=np.float32)[slots]
+    for s0 in range(0, max(n, 1), block):
+        s1 = min(s0 + block, n)
+        r0, r1 = max(0, s0 - margin), min(n, s1 + margin)
+        f0, f1 = r0 // hop, min(masks.shape[-1], r0 // hop + (r1 - r0) // hop + 1)
+        spec = stft(torch.from_numpy(np.ascontiguousarray(wave[r0:r1], dtype=np.float32)), n_fft, hop)
+        f1 = min(f1, f0 + spec.shape[-1])
+        m = combine(masks, weights, f0, f1)
+        waves = istft(spec[None, :, :f1 - f0] * torch.from_numpy(m), n_fft, hop, r1 - r0).numpy()
+        rows = [envelope(w, rate) for w in waves]
+        t = rows[0][1] + r0 / rate
+        keep = (t >= s0 / rate - 1e-9) & (t < s1 / rate - 1e-9)
+        envs.append(np.stack([r[0][keep] for r in rows]))
+        times.append(t[keep])
+    return np.concatenate(envs, axis=1), np.concatenate(times)
 
 
 def limit_total(masks: np.ndarray) -> np.ndarray:
@@ -129,41 +196,4 @@ def limit_total(masks: np.ndarray) -> np.ndarray:
     the whole mixture (divide by their sum where it exceeds one); what is left is the residual."""
     if not len(masks):
         return masks
-    return masks / np.maximum(masks.sum(axis=0, keepdims=True), 1.0)
-
-
-def separate_queries(model, mixture: np.ndarray, rate: int, labels: list[str],
-                     device: str = "cpu", exclusive: bool = True) -> np.ndarray:
-    """Separate the stems of the asked-for instruments from a recording.
-
-    :func:`query_masks` on the distinct labels, then (``exclusive``) :func:`limit_total` as
-    ``avsplit separate --query`` does, and each mask is applied to every channel of the mixture
-    at its own rate (:func:`avsplit.audio.apply_masks`), so stems keep the input's rate,
-    channels and length.
-
-    Args:
-        model, mixture, rate, labels: as :func:`query_masks`; a repeated label gets the same stem.
-        exclusive: limit the masks' sum to one (stems never add up to more than the mixture).
-
-    Returns:
-        ``[len(labels), channels, samples]`` float32 stems.
-
-    Raises:
-        ValueError: a label the model does not know.
-    """
-    cfg = model.config
-    distinct = list(dict.fromkeys(labels))
-    masks = query_masks(model, mixture, rate, distinct, device=device)
-    if exclusive:
-        masks = limit_total(masks)
-    stems = apply_masks(mixture, rate, masks, cfg.sample_rate, cfg.hop,
-                        window_s=cfg.n_fft / cfg.sample_rate)
-    return stems[[distinct.index(lab) for lab in labels]]
-
-
-def masks_to_waves(model, wave: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """Apply masks at the model's rate: ``[slots, bins, frames]`` -> ``[slots, samples]`` float32."""
-    cfg = model.config
-    x = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
-    spec = stft(x, cfg.n_fft, cfg.hop)
-    return istft(spec[None] * torch.from_numpy(masks), cfg.n_fft, cfg.hop, len(wave)).numpy()
+    return (masks / np.maximum(masks.sum(axis=0, keepdims=True), 1.0)).astype(masks.dtype)

@@ -138,9 +138,18 @@ def sync_score(wave: np.ndarray, rate: int, track: VisualTrack, lags_s: np.ndarr
     return SyncScore(track.track_id, r, lag, float(z), int(len(act)))
 
 
-def associate(sources: np.ndarray, rate: int, tracks: list[VisualTrack], z_best: float = 1.0,
-              r_best: float = 0.15, z_other: float = 3.0, r_other: float = 0.3,
-              silence_db: float = -30.0) -> list[Assignment]:
+def associate(sources: np.ndarray, rate: int, tracks: list[VisualTrack], **thresholds
+              ) -> list[Assignment]:
+    """:func:`associate_envelopes` of waveforms ``[K, samples]`` float32 mono at ``rate`` Hz."""
+    envs = [speech_envelope(s, rate) for s in sources]
+    if not envs:
+        return []
+    return associate_envelopes(np.stack([e for e, _ in envs]), envs[0][1], tracks, **thresholds)
+
+
+def associate_envelopes(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[VisualTrack],
+                        z_best: float = 1.0, r_best: float = 0.15, z_other: float = 3.0,
+                        r_other: float = 0.3, silence_db: float = -30.0) -> list[Assignment]:
     """Decide for each candidate source whether it is the voice of a visible face.
 
     Each face takes its best-synchronised source when that source's ``z >= z_best`` and
@@ -149,7 +158,8 @@ def associate(sources: np.ndarray, rate: int, tracks: list[VisualTrack], z_best:
     the development clips (own voice vs. held-out impostor voices; see docs/benchmarks.md).
 
     Args:
-        sources: ``[K, samples]`` float32 candidate speech sources (mono) at ``rate`` Hz.
+        envelopes: ``[K, N]`` RMS envelopes (:func:`speech_envelope`) of the candidate speech
+            sources; env_t: ``[N]`` their times in seconds.
         tracks: face tracks of the clip (may be empty).
         silence_db: sources quieter than this (dB relative to the loudest candidate) are
             treated as empty and left off-screen.
@@ -157,13 +167,14 @@ def associate(sources: np.ndarray, rate: int, tracks: list[VisualTrack], z_best:
     Returns:
         One :class:`Assignment` per source, in source order.
     """
-    rms = np.sqrt((sources.astype(np.float64) ** 2).mean(axis=1)) + 1e-12
+    rms = np.sqrt((envelopes.astype(np.float64) ** 2).mean(axis=1)) + 1e-12
     level = 20 * np.log10(rms / rms.max())
-    active = [k for k in range(len(sources)) if level[k] >= silence_db]
+    n_sources = len(envelopes)
+    active = [k for k in range(n_sources) if level[k] >= silence_db]
     scores: dict[int, list[SyncScore]] = {}
     for k in active:
-        env = speech_envelope(sources[k], rate)
-        scores[k] = [sync_score(sources[k], rate, tr, envelope=env) for tr in tracks]
+        env = (envelopes[k], env_t)
+        scores[k] = [sync_score(np.zeros(0, np.float32), 0, tr, envelope=env) for tr in tracks]
     matched: dict[int, SyncScore] = {}
     for f in range(len(tracks)):
         ranked = sorted(active, key=lambda k: -scores[k][f].z)
@@ -174,7 +185,7 @@ def associate(sources: np.ndarray, rate: int, tracks: list[VisualTrack], z_best:
             if (strong or plausible) and (k not in matched or s.z > matched[k].z):
                 matched[k] = s
     out = []
-    for k in range(len(sources)):
+    for k in range(n_sources):
         if k not in scores:
             out.append(Assignment(k, False, None, 0.0, float(level[k]), [], f"empty source ({level[k]:.0f} dB)"))
         elif not tracks:

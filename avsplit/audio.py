@@ -72,7 +72,8 @@ def si_sdr(estimate: np.ndarray | torch.Tensor, reference: np.ndarray | torch.Te
 
 
 def transfer_masks(masks: np.ndarray, rate_model: int, hop_model: int, rate_out: int,
-                   n_fft_out: int, hop_out: int, frames_out: int) -> np.ndarray:
+                   n_fft_out: int, hop_out: int, frames_out: int, first_frame_out: int = 0,
+                   first_frame_model: int = 0) -> np.ndarray:
     """Map time-frequency masks computed at the model's rate onto another STFT grid.
 
     The model separates at a low rate (16 kHz); stems are written at the input's rate. The
@@ -84,13 +85,15 @@ def transfer_masks(masks: np.ndarray, rate_model: int, hop_model: int, rate_out:
         masks: ``[sources, bins_model, frames_model]`` float32 in 0..1.
         rate_model, hop_model: sample rate (Hz) and hop (samples) of the masks.
         rate_out, n_fft_out, hop_out, frames_out: the target STFT grid.
+        first_frame_out, first_frame_model: absolute index of the first output frame and of
+            the first mask frame given (a block of a longer recording; 0 for the whole).
 
     Returns:
         ``[sources, n_fft_out // 2 + 1, frames_out]`` float32.
     """
     n_src, bins_m, frames_m = masks.shape
-    t_model = np.arange(frames_m) * hop_model / rate_model
-    t_out = np.arange(frames_out) * hop_out / rate_out
+    t_model = (first_frame_model + np.arange(frames_m)) * hop_model / rate_model
+    t_out = (first_frame_out + np.arange(frames_out)) * hop_out / rate_out
     f_model = np.linspace(0, rate_model / 2, bins_m)
     f_out = np.linspace(0, rate_out / 2, n_fft_out // 2 + 1)
     # time first: [sources, bins_model, frames_out]
@@ -113,11 +116,13 @@ def transfer_masks(masks: np.ndarray, rate_model: int, hop_model: int, rate_out:
 
 
 def apply_masks(mixture: np.ndarray, rate: int, masks: np.ndarray, rate_model: int,
-                hop_model: int, window_s: float = 0.032) -> np.ndarray:
-    """Apply model-rate masks to a multichannel mixture at its own rate.
+                hop_model: int, n_fft_model: int) -> np.ndarray:
+    """Apply model-rate masks to a multichannel mixture at its own rate, in one pass.
 
-    The STFT at ``rate`` uses a window of ``window_s`` seconds (give the model's own window,
-    ``n_fft / rate_model``) and the model's hop duration, both rounded to samples.
+    The STFT at ``rate`` has the model's window (``n_fft_model / rate_model`` seconds) and hop
+    durations, both rounded to samples. The product applies masks block by block
+    (:func:`avsplit.apply.render_blocks`, same result); this one-pass form is the reference
+    for tests and benchmarks.
 
     Args:
         mixture: ``[channels, samples]`` float32 at ``rate`` Hz.
@@ -127,7 +132,7 @@ def apply_masks(mixture: np.ndarray, rate: int, masks: np.ndarray, rate_model: i
         ``[sources, channels, samples]`` float32; if the masks sum to one over sources, the
         outputs sum to the mixture (up to float error).
     """
-    n_fft = int(2 * round(window_s / 2 * rate))
+    n_fft = int(2 * round(n_fft_model / rate_model / 2 * rate))
     hop = max(1, int(round(hop_model * rate / rate_model)))
     x = torch.from_numpy(np.ascontiguousarray(mixture, dtype=np.float32))
     spec = stft(x, n_fft, hop)  # [C, F, T]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import traceback
 from contextlib import contextmanager
 from enum import Enum
@@ -45,7 +46,7 @@ class Format(str, Enum):
 
 
 class RichProgress:
-    """Rich progress bars on stderr, one per stage (see :class:`avsplit.pipelines.Progress`)."""
+    """Rich progress bars on stderr, one per stage (see :class:`avsplit.progress.Progress`)."""
 
     def __init__(self, progress: Progress | None, prefix: str):
         self.progress = progress
@@ -116,7 +117,6 @@ def separate(
     speaker-<id>, or <instrument>), a remuxed .mp4 per stem for video input, and manifest.json.
     """
     from avsplit.labels import parse_query
-    from avsplit.pipelines import SeparateOptions, separate_file
 
     labels: list[str] = []
     if query is not None:
@@ -128,26 +128,42 @@ def separate(
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--query") from None
         mode = Mode.instruments
+    from avsplit.clip import Clip
+    from avsplit.engine import Engine
+    from avsplit.modes.plan import SeparateOptions
+    from avsplit.outputs import folder_name
+    from avsplit.separate import separate_clip
+
     options = SeparateOptions(mode=(mode or Mode.onscreen).value, fmt=fmt.value, video=not no_video,
-                              device=device.value, audio_stream=audio_stream, query=labels,
-                              weights=weights)
+                              audio_stream=audio_stream, query=labels, weights=weights)
+    try:
+        engine = Engine(device.value)
+    except AvsplitError as exc:
+        _fail("avsplit", exc, debug)
+        raise typer.Exit(1)
     results = []
-    with _progress(quiet) as bars:
+    taken: set[str] = set()
+    with engine, _progress(quiet) as bars:
         for path in inputs:
+            t0 = time.perf_counter()
+            folder = folder_name(path, taken)
             try:
-                manifest_path = separate_file(path, outdir, options, RichProgress(bars, path.name))
+                with Clip(path, audio_stream) as clip:
+                    result = separate_clip(clip, engine, options, outdir, folder,
+                                           RichProgress(bars, path.name))
             except (Exception, KeyboardInterrupt) as exc:  # one input never stops the batch
                 if isinstance(exc, KeyboardInterrupt):
                     raise
-                results.append({"input": str(path), "ok": False, "error": _fail(path, exc, debug)})
+                message = _fail(path, exc, debug)
+                results.append({"input": str(path), "path": str(path), "ok": False,
+                                "status": "failed", "error": message, "outputs": [],
+                                "seconds": round(time.perf_counter() - t0, 3)})
                 continue
-            manifest = json.loads(manifest_path.read_text())
-            results.append({"input": str(path), "ok": True, "outdir": str(manifest_path.parent),
-                            "manifest": str(manifest_path),
-                            "files": [f["file"] for f in manifest["files"]],
-                            "notes": manifest.get("notes", [])})
+            summary = result.summary()
+            results.append({**summary, "path": str(path), "error": None,
+                            "seconds": round(time.perf_counter() - t0, 3)})
             if not quiet and not json_out:
-                stderr.print(f"{path}: wrote {len(manifest['files'])} files to {manifest_path.parent}",
+                stderr.print(f"{path}: wrote {len(summary['files'])} files to {result.path}",
                              markup=False, highlight=False, soft_wrap=True)
     if json_out:
         print(json.dumps({"results": results}, indent=2))
@@ -169,16 +185,18 @@ def localize(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
 ) -> None:
     """Show where in the picture the sound of INPUT comes from (one colour per instrument seen)."""
+    from avsplit.engine import Engine
     from avsplit.localize import localize_file
 
     if out is not None and not overlay:
         overlay = True
     with _progress(quiet) as bars:
         try:
-            result = localize_file(input, overlay_path=(out or input.with_name(f"{input.stem}_overlay.mp4"))
-                                   if overlay else None, audio_stream=audio_stream,
-                                   device=device.value, progress=RichProgress(bars, input.name),
-                                   weights=weights)
+            with Engine(device.value) as engine:
+                result = localize_file(input, overlay_path=(out or input.with_name(f"{input.stem}_overlay.mp4"))
+                                       if overlay else None, audio_stream=audio_stream,
+                                       progress=RichProgress(bars, input.name), weights=weights,
+                                       engine=engine)
         except Exception as exc:
             _fail(input, exc, debug)
             raise typer.Exit(1)
@@ -209,6 +227,7 @@ def sync(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
 ) -> None:
     """Measure how far the audio of INPUT is ahead of or behind the lips (and fix it)."""
+    from avsplit.engine import Engine
     from avsplit.sync import fix_offset, measure_offset
 
     if fix and out is None:
@@ -216,7 +235,9 @@ def sync(
         raise typer.Exit(2)
     with _progress(quiet) as bars:
         try:
-            result = measure_offset(input, audio_stream, RichProgress(bars, input.name))
+            with Engine("cpu") as engine:
+                result = measure_offset(input, audio_stream, RichProgress(bars, input.name),
+                                        engine=engine)
             if fix:
                 result["fixed"] = str(fix_offset(input, result["offset_s"], out))
         except Exception as exc:

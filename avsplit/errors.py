@@ -13,5 +13,6 @@ class MediaError(AvsplitError):
     """A file cannot be read as the media we need (missing, not media, no audio, ...)."""
 
 
-class NoFaceError(AvsplitError):
-    """A mode that needs a visible face found none."""
+class WeightsUnavailableError(AvsplitError):
+    """A bundled weights file is missing or does not match its sha256 (the install is broken;
+    features that can do without that model skip it with a note)."""

@@ -20,7 +20,7 @@ both, smoothed, scaled by how loud the audio is at that moment and normalised by
 for the whole clip, so quiet moments fade out instead of being stretched to full scale.
 
 Instruments (when the picture shows some): the ``--mode instruments`` analysis
-(:func:`avsplit.pipelines.analyse_instruments`: MobileNetV2 class-activation maps for what and
+(:func:`avsplit.instruments.analyse_instruments`: MobileNetV2 class-activation maps for what and
 where, the query-conditioned separator for each seen label's mask) gives one stem per seen
 instrument. Each gets its own colour (``INSTRUMENT_PALETTE``, distinct from the face colours)
 and a blob over its box whose opacity follows its stem's loudness frame by frame:
@@ -31,7 +31,7 @@ and a blob over its box whose opacity follows its stem's loudness frame by frame
   smoothed energy) and mapped to 0..1 over ``LOUD_RANGE_DB`` like the face/motion loudness.
   One reference for all stems, so a stem that carries a tenth of the sound shows fainter than
   one that carries all of it. A stem the separator hears almost nothing of (under
-  :data:`avsplit.pipelines.SILENT_SHARE` of the energy) has loudness 0 and is "silent" in the
+  :data:`avsplit.instruments.SILENT_SHARE` of the energy) has loudness 0 and is "silent" in the
   legend;
 * shape: a Gaussian blob centred on the instrument's box (standard deviations
   ``INSTRUMENT_SIGMA`` of its sides), fading to nothing ``INSTRUMENT_BOX_GROW`` beyond it. The
@@ -48,6 +48,10 @@ movement with the sound), but at ``HEAT_WEIGHT_WITH_INSTRUMENTS`` of its usual o
 instrument blobs go on top, so the coloured instruments read first and the TURBO heat does not
 drown them. Without instruments (none recognised, or the bundled separator/recogniser weights
 missing, which adds a note) everything is exactly as described above.
+
+This module is the analysis; the drawing is :mod:`avsplit.overlay` (which never imports this
+one). Every clip goes through a :class:`~avsplit.clip.Clip` (opened and its audio decoded
+once) and an :class:`~avsplit.engine.Engine` (device, models, face tracker).
 """
 
 from __future__ import annotations
@@ -58,19 +62,27 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from avsplit import media
 from avsplit.associate import SyncScore, speech_envelope, sync_score
-from avsplit.errors import AvsplitError
-from avsplit.pipelines import (ANALYSIS_MAX_SIDE, SILENT_SHARE, InstrumentAnalysis, NullProgress,
-                                Progress)
+from avsplit.clip import ANALYSIS_MAX_SIDE, Clip
+from avsplit.engine import Engine
+from avsplit.errors import AvsplitError, WeightsUnavailableError
+from avsplit.instruments import (SILENT_SHARE, InstrumentAnalysis, RecognitionFrames,
+                                 analyse_instruments)
+from avsplit.overlay import (INSTRUMENT_ALPHA, INSTRUMENT_BOX_GROW, INSTRUMENT_PALETTE,
+                             INSTRUMENT_SIGMA, OVERLAY_MAX_SIDE, PALETTE, Instrument,
+                             instrument_footprint, write_overlay)
+from avsplit.progress import NullProgress, Progress
 from avsplit.structures import MediaInfo, VisualTrack
 from avsplit.vision.motion import (MotionAccumulator, audio_motion_map, cut_frames,
                                    sliding_audio_motion_map)
 
+__all__ = ["localize_file", "stem_loudness", "instrument_footprint", "Instrument",
+           "PALETTE", "INSTRUMENT_PALETTE", "INSTRUMENT_ALPHA", "INSTRUMENT_BOX_GROW",
+           "INSTRUMENT_SIGMA", "OVERLAY_MAX_SIDE", "LOUD_RANGE_DB", "SMOOTH_S"]
+
 ENV_RATE = 16000
 MAX_ANALYSIS_FRAMES = 1500
 MIN_ANALYSIS_FPS = 8.0
-OVERLAY_MAX_SIDE = 1280
 HEAT_UPSAMPLE = 4
 WINDOW_S = 2.0
 SMOOTH_S = 0.2
@@ -83,21 +95,6 @@ MOTION_PRIOR = 0.15
 FACE_PRIOR = 0.15
 BODY_WEIGHT = 0.3
 MOUTH_Y = 0.72
-ALPHA = 0.45
-HEAT_VISIBLE = 0.03
-LEGEND_FACES = 5
-
-# RGB colours for face boxes, by track id
-PALETTE = [(255, 255, 255), (255, 80, 200), (80, 255, 120), (255, 220, 60), (90, 200, 255),
-           (255, 140, 60), (180, 120, 255)]
-# RGB colours of the instruments, in the order of the stems (saturated hues not in PALETTE)
-INSTRUMENT_PALETTE = [(0, 230, 230), (170, 240, 0), (30, 80, 255), (240, 30, 30), (170, 0, 255),
-                      (0, 140, 70)]
-INSTRUMENT_ALPHA = 0.8          # opacity of an instrument blob at loudness 1 and footprint peak
-INSTRUMENT_BOX_GROW = 0.1       # the blob may reach this fraction of the box size beyond it
-INSTRUMENT_SIGMA = 0.4          # standard deviation of the blob, fraction of the box's sides
-HEAT_WEIGHT_WITH_INSTRUMENTS = 0.5  # opacity of the face/motion heat while an instrument is heard
-LEGEND_INSTRUMENTS = 6
 
 
 @dataclass
@@ -305,46 +302,52 @@ def _face_at(tracks: list[VisualTrack], k: int, x: float, y: float) -> int | Non
     return best
 
 
-def _analyse(path: Path, info: MediaInfo, audio_stream: int, progress: Progress
+def _analyse(clip: Clip, engine: Engine, progress: Progress
              ) -> tuple[_Analysis, list[SyncScore], np.ndarray, float | None]:
-    """Decode, track faces, score sync and build the heat. Returns
+    """Envelope, one analysis decode of the video (faces, motion and the recognition frames
+    from the same frames), sync scores and the heat. Returns
     ``(analysis, sync scores, global motion/audio map, analysis fps or None for all frames)``."""
-    from avsplit.vision.faces import FaceAnalyzer, track_faces
-
+    info = clip.info
     step = progress.stage("decoding audio", 1)
-    mixture, rate = media.load_audio(path, stream=audio_stream, sample_rate=ENV_RATE, info=info)
-    mono = mixture.mean(axis=0) if len(mixture) else np.zeros(0, np.float32)
-    env, env_t = speech_envelope(mono, rate)
+    mono = clip.mono(ENV_RATE)
+    env, env_t = speech_envelope(mono, ENV_RATE)
     step(1)
 
     fps = _analysis_fps(info)
     v = info.video
+    duration = (v.duration if v is not None and v.duration else None) or info.duration
     total = None
     if v is not None and v.fps:
-        duration = v.duration or info.duration
         total = (v.frames or (duration * v.fps if duration else None)) if fps is None else \
             (duration * fps if duration else None)
     advance = progress.stage("finding faces and motion", total)
     acc = MotionAccumulator()
+    recognition = RecognitionFrames(duration or 0.0)
     shapes: list[tuple[int, int]] = []
 
     def frames():
-        for t, frame in acc.watch(media.iter_frames(path, max_side=ANALYSIS_MAX_SIDE, fps=fps)):
+        decoded = clip.frames(ANALYSIS_MAX_SIDE, fps=fps)
+        for t, frame in recognition.watch(acc.watch(decoded)):
             if not shapes:
                 shapes.append(frame.shape[:2])
+            advance(1)
             yield t, frame
 
-    with FaceAnalyzer() as analyzer:
-        tracks = track_faces(frames(), analyzer, progress=advance)
+    source = frames()
+    tracks = engine.face_tracks(clip, NullProgress(), frames=source)
+    for _ in source:  # face tracks already cached for this clip: motion still needs the frames
+        pass
+    clip.cache.setdefault("recognition_frames", recognition.frames)
     times = acc.timestamps
     if len(times) == 0:
-        raise AvsplitError(f"{path}: no video frame could be decoded; re-encode the file or give "
-                           "another video")
+        raise AvsplitError(f"{clip.path}: no video frame could be decoded; re-encode the file "
+                           "or give another video")
     energy = acc.energy
     tracks = [_align(tr, times) for tr in tracks if tr.kind == "face"]
 
     step = progress.stage("matching sound to picture", 1)
-    scores = [sync_score(np.zeros(0, np.float32), rate, tr, envelope=(env, env_t)) for tr in tracks]
+    scores = [sync_score(np.zeros(0, np.float32), ENV_RATE, tr, envelope=(env, env_t))
+              for tr in tracks]
     loud = _loudness(env, env_t, times)
     span = times[-1] - times[0]
     fps_a = (len(times) - 1) / span if len(times) > 1 and span > 0 else 25.0
@@ -397,34 +400,6 @@ def _frame_entries(a: _Analysis) -> list[dict]:
 
 # ---------------------------------------------------------------- instruments
 
-@dataclass
-class _Instrument:
-    """One instrument stem as drawn and reported.
-
-    Attributes:
-        name: stem name (``violin``, ``violin-2``); label: instrument label.
-        colour: RGB of its blob, legend swatch and box.
-        box: ``[x0, y0, x1, y1]`` 0..1 of the frame; box_px: the same in pixels of the
-            original frame (as in the ``separate`` manifest).
-        visual_confidence: 0..1 from the recogniser; heard: share of the mixture's energy in
-            this stem (0..1, its mask's share times its split between same-label instances).
-        silent: heard < :data:`avsplit.pipelines.SILENT_SHARE`.
-        loud: ``[T]`` float32 0..1 loudness at the analysed frame times (0 when silent).
-        relabelled_from: the picture's label when the audio changed it.
-    """
-
-    name: str
-    label: str
-    colour: tuple[int, int, int]
-    box: np.ndarray
-    box_px: list[float]
-    visual_confidence: float | None
-    heard: float
-    silent: bool
-    loud: np.ndarray
-    relabelled_from: str | None = None
-
-
 def stem_loudness(masks, power: np.ndarray, rate: int, hop: int, times: np.ndarray,
                   gains=None) -> np.ndarray:
     """Loudness 0..1 of masked stems over time, sampled at ``times``.
@@ -473,61 +448,20 @@ def stem_loudness(masks, power: np.ndarray, rate: int, hop: int, times: np.ndarr
     return out
 
 
-def instrument_footprint(box: np.ndarray, height: int, width: int
-                         ) -> tuple[tuple[int, int, int, int], np.ndarray]:
-    """Where an instrument's blob shows, at an image size, peak 1.
-
-    Args:
-        box: ``[x0, y0, x1, y1]`` 0..1 of the frame.
-        height, width: pixels of the image the blob is drawn on.
-
-    Returns:
-        ``((r0, r1, c0, c1), patch)``: the pixel rows/columns the blob covers (the box grown by
-        ``INSTRUMENT_BOX_GROW`` of its size on each side, clipped to the image) and
-        ``[r1 - r0, c1 - c0]`` float32 0..1 weights there: a Gaussian centred on the box
-        (standard deviations ``INSTRUMENT_SIGMA`` of its sides) times a window that is 1 in
-        the box and falls linearly to 0 at the grown edge, normalised to peak 1.
-    """
-    x0, y0, x1, y1 = (float(v) for v in box)
-    gx, gy = INSTRUMENT_BOX_GROW * (x1 - x0), INSTRUMENT_BOX_GROW * (y1 - y0)
-    c0, c1 = int(np.floor(max(0.0, x0 - gx) * width)), int(np.ceil(min(1.0, x1 + gx) * width))
-    r0, r1 = int(np.floor(max(0.0, y0 - gy) * height)), int(np.ceil(min(1.0, y1 + gy) * height))
-    c0, r0 = min(c0, width - 1), min(r0, height - 1)
-    c1, r1 = max(c1, c0 + 1), max(r1, r0 + 1)
-    xs = (np.arange(c0, c1) + 0.5) / width
-    ys = (np.arange(r0, r1) + 0.5) / height
-
-    def ramp(v, lo, hi, grow):  # 1 inside [lo, hi], linear to 0 at ``grow`` outside
-        return np.clip(1.0 - np.maximum(lo - v, v - hi) / max(grow, 1e-6), 0.0, 1.0)
-
-    sx, sy = max(INSTRUMENT_SIGMA * (x1 - x0), 0.5 / width), max(INSTRUMENT_SIGMA * (y1 - y0),
-                                                                 0.5 / height)
-    gauss_x = np.exp(-0.5 * ((xs - (x0 + x1) / 2) / sx) ** 2) * ramp(xs, x0, x1, gx)
-    gauss_y = np.exp(-0.5 * ((ys - (y0 + y1) / 2) / sy) ** 2) * ramp(ys, y0, y1, gy)
-    patch = np.outer(gauss_y, gauss_x).astype(np.float32)
-    peak = float(patch.max())
-    return (r0, r1, c0, c1), (patch / peak if peak > 0 else patch)
 
 
-def _instruments_from(ia: InstrumentAnalysis, mixture: np.ndarray, rate: int, info: MediaInfo,
-                      times: np.ndarray) -> list[_Instrument]:
+def _instruments_from(ia: InstrumentAnalysis, clip: Clip, times: np.ndarray) -> list[Instrument]:
     """The drawn/reported instruments of an analysis: colours in stem order, boxes normalised
-    by the video's size, loudness of each stem (:func:`stem_loudness`) at ``times``.
-
-    ``mixture`` is the ``[channels, samples]`` float32 audio at ``rate`` Hz that ``ia`` was
-    computed from; its mono downmix is resampled to the separator's rate for the STFT power.
-    """
-    import torch
-
-    from avsplit.audio import resample, stft
-
+    by the video's size, loudness of each stem (:func:`stem_loudness`) at ``times``, on the
+    clip's STFT power at the separator's rate (the STFT the masks were computed on, cached by
+    the clip)."""
     if not ia.stems:
         return []
-    mono = resample(mixture.mean(axis=0), rate, ia.rate)
-    power = (stft(torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32)), ia.n_fft,
-                  ia.hop).abs() ** 2).numpy()
-    loud = stem_loudness([ia.masks[st.mask_index] for st in ia.stems], power, ia.rate, ia.hop,
+    sep = ia.separator
+    power = (clip.stft(sep.rate, sep.n_fft, sep.hop).abs() ** 2).numpy()
+    loud = stem_loudness([ia.masks[st.mask_index] for st in ia.stems], power, sep.rate, sep.hop,
                          times, gains=[st.share for st in ia.stems])
+    info = clip.info
     w = float(info.video.width) if info.video and info.video.width else 1.0
     h = float(info.video.height) if info.video and info.video.height else 1.0
     out = []
@@ -536,46 +470,23 @@ def _instruments_from(ia: InstrumentAnalysis, mixture: np.ndarray, rate: int, in
         silent = heard < SILENT_SHARE
         box_px = st.box if st.box is not None else [0.0, 0.0, w, h]
         box = np.clip(np.asarray(box_px, np.float64) / [w, h, w, h], 0.0, 1.0)
-        out.append(_Instrument(st.name, st.label, INSTRUMENT_PALETTE[i % len(INSTRUMENT_PALETTE)],
-                               box, [round(float(v), 1) for v in box_px], st.visual_confidence,
-                               heard, silent,
-                               np.zeros(len(times), np.float32) if silent else loud[i],
-                               st.relabelled_from))
+        out.append(Instrument(st.name, st.label, INSTRUMENT_PALETTE[i % len(INSTRUMENT_PALETTE)],
+                              box, [round(float(v), 1) for v in box_px], st.visual_confidence,
+                              heard, silent,
+                              np.zeros(len(times), np.float32) if silent else loud[i],
+                              st.relabelled_from))
     return out
 
 
-def _weights_unavailable(exc: AvsplitError, weights: Path | None) -> bool:
-    """Whether an error of :func:`~avsplit.pipelines.analyse_instruments` only says that a
-    bundled weights file (separator or recogniser) is missing or does not match its sha256;
-    a ``weights`` file the user named that does not exist is a real error."""
-    msg = str(exc)
-    if not msg.startswith("weights file "):
-        return False
-    if "is missing" in msg or "does not match" in msg:
-        return True
-    return "does not exist" in msg and weights is None
-
-
-def _find_instruments(path: Path, info: MediaInfo, audio_stream: int, device: str,
-                      weights: Path | None, times: np.ndarray, progress: Progress
-                      ) -> tuple[list[_Instrument], list[str]]:
-    """Run the instruments analysis on the clip (native-rate audio of ``audio_stream``).
-
-    Returns ``(instruments, notes)``; no instruments and a note when none is recognised or the
-    bundled weights are unavailable (see :func:`_weights_unavailable`).
-    """
-    from avsplit.pipelines import SeparateOptions, analyse_instruments
-
-    step = progress.stage("decoding audio for instruments", 1)
-    mixture, rate = media.load_audio(path, stream=audio_stream, info=info)
-    step(1)
-    options = SeparateOptions(mode="instruments", device=device, audio_stream=audio_stream,
-                              weights=weights)
+def _find_instruments(clip: Clip, engine: Engine, weights: Path | None, times: np.ndarray,
+                      progress: Progress) -> tuple[list[Instrument], list[str]]:
+    """Run the instruments analysis (:func:`avsplit.instruments.analyse_instruments`) on the
+    clip. Returns ``(instruments, notes)``; no instruments and a note when none is recognised
+    or a bundled weights file is missing or corrupt (:class:`WeightsUnavailableError`); any
+    other error (an unreadable ``weights`` checkpoint, ...) propagates."""
     try:
-        ia = analyse_instruments(path, info, mixture, rate, options, progress)
-    except AvsplitError as exc:
-        if not _weights_unavailable(exc, weights):
-            raise
+        ia = analyse_instruments(clip, engine, None, weights, progress)
+    except WeightsUnavailableError as exc:
         from avsplit.models.registry import MODELS
 
         entry = MODELS.get("instrument-separator")
@@ -585,14 +496,14 @@ def _find_instruments(path: Path, info: MediaInfo, audio_stream: int, device: st
     # the analysis's own notes (relabelled instruments), or ours when nothing was seen (its
     # note then speaks of stems and --query, which mean nothing here)
     notes = list(ia.notes) if ia.stems else ["no instrument recognised in the picture"]
-    instruments = _instruments_from(ia, mixture, rate, info, times)
+    instruments = _instruments_from(ia, clip, times)
     for ins in instruments:
         if ins.silent:
             notes.append(f"{ins.name}: seen but silent (the separator hears almost none of it)")
     return instruments, notes
 
 
-def _instrument_entry(ins: _Instrument) -> dict:
+def _instrument_entry(ins: Instrument) -> dict:
     return {"name": ins.name, "label": ins.label,
             "box": [round(float(v), 4) for v in ins.box], "box_px": ins.box_px,
             "visual_confidence": (None if ins.visual_confidence is None
@@ -602,275 +513,20 @@ def _instrument_entry(ins: _Instrument) -> dict:
             "loudness": [round(float(v), 3) for v in ins.loud]}
 
 
-# ---------------------------------------------------------------- overlay drawing
-
-def _font_scale(height: int) -> float:
-    return float(np.clip(height / 720 * 0.6, 0.35, 1.2))
-
-
-def _instrument_text(ins: _Instrument) -> str:
-    """Legend line of an instrument: ``violin (seen 0.82, heard 35%)``, or ``silent``."""
-    parts = [] if ins.visual_confidence is None else [f"seen {ins.visual_confidence:.2f}"]
-    parts.append("silent" if ins.silent else f"heard {max(1, round(100 * ins.heard))}%")
-    return f"{ins.name} ({', '.join(parts)})"
-
-
-def _legend(tracks: list[VisualTrack], scores: list[SyncScore], height: int,
-            instruments: list[_Instrument] | tuple = ()) -> tuple[np.ndarray, np.ndarray]:
-    """The legend patch: ``(rgb [h, w, 3] uint8, alpha [h, w, 1] float32)``: a colour scale
-    labelled "sound source heat", one line per instrument with a round swatch in its colour
-    (:func:`_instrument_text`, at most ``LEGEND_INSTRUMENTS``) and one line per face
-    ("face N r=0.52", square swatch), best synced first, at most ``LEGEND_FACES`` of them."""
-    fs = _font_scale(height)
-    th = max(1, int(round(fs * 1.6)))
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    pad = int(round(8 * fs / 0.6))
-    (tw, tht), base = cv2.getTextSize("sound source heat", font, fs, th)
-    line = tht + base + pad // 2
-    bar_w, bar_h = max(tw, int(160 * fs / 0.6)), max(6, int(round(12 * fs / 0.6)))
-    ranked = sorted(zip(tracks, scores), key=lambda ts: -ts[1].r)
-    lines = [(_instrument_text(ins), ins.colour, "round")
-             for ins in instruments[:LEGEND_INSTRUMENTS]]
-    if len(instruments) > LEGEND_INSTRUMENTS:
-        lines.append((f"+{len(instruments) - LEGEND_INSTRUMENTS} more instruments", (0, 0, 0), ""))
-    lines += [(f"face {tr.track_id} r={s.r:.2f}", PALETTE[tr.track_id % len(PALETTE)], "square")
-              for tr, s in ranked[:LEGEND_FACES]] or [("no face: motion only", (200, 200, 200),
-                                                       "square")]
-    if len(ranked) > LEGEND_FACES:
-        lines.append((f"+{len(ranked) - LEGEND_FACES} more faces", (0, 0, 0), "square"))
-    small = fs * 0.8
-    (lw, _), _ = cv2.getTextSize("low", font, small, 1)
-    width = pad * 2 + max(bar_w, *(cv2.getTextSize(t, font, fs, th)[0][0] + line
-                                   for t, _, _ in lines))
-    hgt = pad + line + bar_h + line + len(lines) * line + pad // 2
-    img = np.zeros((hgt, width, 3), np.uint8)
-    y = pad + tht
-    cv2.putText(img, "sound source heat", (pad, y), font, fs, (255, 255, 255), th, cv2.LINE_AA)
-    y += base + pad // 2
-    ramp = np.linspace(0, 255, bar_w).astype(np.uint8)[None].repeat(bar_h, 0)
-    img[y:y + bar_h, pad:pad + bar_w] = cv2.applyColorMap(ramp, cv2.COLORMAP_TURBO)[..., ::-1]
-    y += bar_h + line - base
-    cv2.putText(img, "low", (pad, y), font, small, (220, 220, 220), 1, cv2.LINE_AA)
-    (hw_, _), _ = cv2.getTextSize("high", font, small, 1)
-    cv2.putText(img, "high", (pad + bar_w - hw_, y), font, small, (220, 220, 220), 1, cv2.LINE_AA)
-    for text, colour, swatch in lines:
-        y += line
-        sw = tht
-        if swatch == "round":
-            cv2.circle(img, (pad + sw // 2, y - sw // 2), max(2, sw // 2 + 1), colour, -1,
-                       cv2.LINE_AA)
-        else:
-            cv2.rectangle(img, (pad, y - sw), (pad + sw, y), colour, -1)
-        cv2.putText(img, text, (pad + sw + pad // 2, y), font, fs, (255, 255, 255), th, cv2.LINE_AA)
-    alpha = np.full((hgt, width, 1), 0.7, np.float32)
-    alpha[img.max(axis=2) > 0] = 1.0
-    return img, alpha
-
-
-def _draw(frame: np.ndarray, heat: np.ndarray, tracks: list[VisualTrack], scores: list[SyncScore],
-          k: int, legend: tuple[np.ndarray, np.ndarray], corner: tuple[int, int],
-          instruments: list[tuple[_Instrument, tuple[int, int, int, int], np.ndarray]] | tuple = (),
-          heat_weight: float = 1.0) -> np.ndarray:
-    """One overlay frame: the heat blended in (TURBO colours, alpha up to ``ALPHA`` times
-    ``heat_weight``), then each instrument's blob (its colour, alpha ``INSTRUMENT_ALPHA`` x
-    its loudness at frame ``k`` x its footprint; ``instruments`` holds
-    ``(instrument, (r0, r1, c0, c1), footprint patch)`` from :func:`instrument_footprint` at
-    this frame's size) with a thin box and name tag, face boxes with id and sync r, and the
-    legend with its top-left pixel at ``corner`` (y, x)."""
-    h, w = frame.shape[:2]
-    out = np.ascontiguousarray(frame).copy()
-    rows, cols = np.nonzero(heat > HEAT_VISIBLE)
-    if len(rows):  # blend only the box where some heat shows
-        hh, hw = heat.shape
-        r0, r1 = max(0, (rows.min() - 1) * h // hh), min(h, (rows.max() + 2) * h // hh)
-        c0, c1 = max(0, (cols.min() - 1) * w // hw), min(w, (cols.max() + 2) * w // hw)
-        full = cv2.resize(heat, (w, h), interpolation=cv2.INTER_LINEAR)[r0:r1, c0:c1]
-        colour = cv2.applyColorMap((np.clip(full, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_TURBO)
-        cv2.cvtColor(colour, cv2.COLOR_BGR2RGB, dst=colour)
-        alpha = np.clip((full - HEAT_VISIBLE) * (ALPHA / 0.22), 0.0, ALPHA).astype(np.float32)
-        if heat_weight != 1.0:
-            alpha *= heat_weight
-        out[r0:r1, c0:c1] = cv2.blendLinear(np.ascontiguousarray(out[r0:r1, c0:c1]), colour,
-                                            1.0 - alpha, alpha)
-    fs = _font_scale(h)
-    th = max(1, int(round(fs * 1.6)))
-    for ins, (r0, r1, c0, c1), patch in instruments:
-        level = float(ins.loud[k]) if k < len(ins.loud) else 0.0
-        if level > 0:
-            alpha = (INSTRUMENT_ALPHA * level) * patch[..., None]
-            region = out[r0:r1, c0:c1].astype(np.float32)
-            out[r0:r1, c0:c1] = (region + alpha * (np.asarray(ins.colour, np.float32) - region)
-                                 + 0.5).astype(np.uint8)
-    for ins, _, _ in instruments:
-        x0, y0, x1, y1 = (int(round(float(v) * d)) for v, d in zip(ins.box, (w, h, w, h)))
-        cv2.rectangle(out, (x0, y0), (min(x1, w - 1), min(y1, h - 1)), ins.colour, 1, cv2.LINE_AA)
-        small = fs * 0.8
-        (tw, tht), base = cv2.getTextSize(ins.name, cv2.FONT_HERSHEY_SIMPLEX, small, 1)
-        tx, ty = min(max(x0, 0), max(0, w - tw - 4)), min(max(y0, 0) + tht + 3, h - base)
-        ink = (0, 0, 0) if np.dot(ins.colour, (0.299, 0.587, 0.114)) > 110 else (255, 255, 255)
-        cv2.rectangle(out, (tx, ty - tht - 3), (tx + tw + 4, ty + base), ins.colour, -1)
-        cv2.putText(out, ins.name, (tx + 2, ty), cv2.FONT_HERSHEY_SIMPLEX, small, ink, 1,
-                    cv2.LINE_AA)
-    for tr, s in zip(tracks, scores):
-        box = tr.boxes[k]
-        if np.isnan(box[0]):
-            continue
-        x0, y0, x1, y1 = (int(round(float(v) * d)) for v, d in zip(box, (w, h, w, h)))
-        c = PALETTE[tr.track_id % len(PALETTE)]
-        cv2.rectangle(out, (x0, y0), (x1, y1), c, th, cv2.LINE_AA)
-        label = f"face {tr.track_id} r={s.r:.2f}"
-        (tw, tht), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, fs, th)
-        ty = y0 - base - 2 if y0 - tht - base - 2 >= 0 else min(h - base, y1 + tht + 2)
-        cv2.rectangle(out, (x0, ty - tht - 2), (x0 + tw + 4, ty + base), (0, 0, 0), -1)
-        cv2.putText(out, label, (x0 + 2, ty), cv2.FONT_HERSHEY_SIMPLEX, fs, c, th, cv2.LINE_AA)
-    img, a = legend
-    y, x = corner
-    lh, lw = min(img.shape[0], h - y), min(img.shape[1], w - x)
-    if lh > 0 and lw > 0:
-        region = out[y:y + lh, x:x + lw].astype(np.float32)
-        aa = a[:lh, :lw]
-        out[y:y + lh, x:x + lw] = (region * (1 - aa) + img[:lh, :lw] * aa).astype(np.uint8)
-    return out
-
-
-def _legend_corner(a: _Analysis, size: tuple[int, int], h: int, w: int,
-                   instruments: list[_Instrument] | tuple = ()) -> tuple[int, int]:
-    """Top-left pixel ``(y, x)`` for a legend of ``size`` ``(height, width)``: the frame corner
-    where it covers the least face and instrument box area and heat over the clip (top-left on
-    a tie)."""
-    m = int(round(6 * _font_scale(h) / 0.6))
-    lh, lw = size
-    corners = [(m, m), (m, max(0, w - lw - m)), (max(0, h - lh - m), m),
-               (max(0, h - lh - m), max(0, w - lw - m))]
-    T, hh, hw = a.heat.shape
-    mean_heat = a.heat.mean(axis=0)
-    costs = []
-    for y, x in corners:
-        x0, y0, x1, y1 = x / w, y / h, (x + lw) / w, (y + lh) / h
-        cost = 0.0
-        for tr in a.tracks:
-            b = tr.boxes[tr.seen]
-            if len(b):
-                iw = np.clip(np.minimum(b[:, 2], x1) - np.maximum(b[:, 0], x0), 0, None)
-                ih = np.clip(np.minimum(b[:, 3], y1) - np.maximum(b[:, 1], y0), 0, None)
-                cost += float((iw * ih).sum()) / T * 10
-        for ins in instruments:
-            iw = max(0.0, min(float(ins.box[2]), x1) - max(float(ins.box[0]), x0))
-            ih = max(0.0, min(float(ins.box[3]), y1) - max(float(ins.box[1]), y0))
-            cost += iw * ih * 10
-        r = slice(int(y0 * hh), int(np.ceil(y1 * hh)))
-        c = slice(int(x0 * hw), int(np.ceil(x1 * hw)))
-        cost += float(mean_heat[r, c].sum()) / (hh * hw)
-        costs.append(cost)
-    return corners[int(np.argmin(np.asarray(costs) - 1e-9 * np.arange(4)[::-1]))]
-
-
-def _write_overlay(path: Path, info: MediaInfo, overlay_path: Path, a: _Analysis,
-                   scores: list[SyncScore], progress: Progress,
-                   instruments: list[_Instrument] | tuple = ()) -> Path:
-    v = info.video
-    max_side = None if max(v.width, v.height) <= OVERLAY_MAX_SIDE else ANALYSIS_MAX_SIDE
-    fps = v.fps if v.fps and v.fps > 0 else 25.0
-    total = v.frames or ((v.duration or info.duration) * fps or None)
-    advance = progress.stage("writing overlay", total)
-    frames = media.iter_frames(path, max_side=max_side)
-    first = next(frames, None)
-    if first is None:
-        raise AvsplitError(f"{path}: no video frame could be decoded; re-encode the file or give "
-                           "another video")
-    h, w = first[1].shape[:2]
-    legend = _legend(a.tracks, scores, h, instruments)
-    corner = _legend_corner(a, legend[0].shape[:2], h, w, instruments)
-    drawn = [(ins, *instrument_footprint(ins.box, h, w)) for ins in instruments]
-    heat_weight = HEAT_WEIGHT_WITH_INSTRUMENTS if any(not i.silent for i in instruments) else 1.0
-    times = a.times
-
-    def nearest(t: float) -> int:
-        i = int(np.clip(np.searchsorted(times, t), 0, len(times) - 1))
-        if i > 0 and abs(times[i - 1] - t) <= abs(times[i] - t):
-            i -= 1
-        return i
-
-    with media.VideoWriter(overlay_path, w, h, fps, audio_from=path) as writer:
-        for t, frame in _chain(first, frames):
-            if frame.shape[:2] != (h, w):
-                frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
-            k = nearest(t)
-            writer.write(_draw(frame, a.heat[k], a.tracks, scores, k, legend, corner, drawn,
-                               heat_weight))
-            advance(1)
-    return overlay_path
-
-
-def _chain(first, rest):
-    yield first
-    yield from rest
-
-
 # ---------------------------------------------------------------- entry point
 
-def localize_file(path: Path | str, overlay_path: Path | str | None = None, audio_stream: int = 0,
-                  device: str = "auto", progress: Progress | None = None,
-                  weights: Path | str | None = None) -> dict:
-    """Find where in the picture the sound of a video comes from, frame by frame.
+def localize_clip(clip: Clip, engine: Engine, overlay_path: Path | str | None = None,
+                  progress: Progress | None = None, weights: Path | str | None = None) -> dict:
+    """:func:`localize_file` on an open :class:`~avsplit.clip.Clip` with an
+    :class:`~avsplit.engine.Engine` (the clip's cached audio, STFTs and face tracks are reused;
+    the face tracks and recognition frames it computes are left in ``clip.cache``).
 
-    Steps: decode the audio (the chosen stream, downmixed to mono at 16 kHz) and its RMS
-    envelope; decode the video once at analysis size (longer side ``ANALYSIS_MAX_SIDE`` px;
-    every frame for clips of up to ``MAX_ANALYSIS_FRAMES`` frames, else about that many frames
-    spread evenly, at least ``MIN_ANALYSIS_FPS`` per second), feeding the frames to the face
-    tracker and the motion energy at the same time (no frame is kept in memory); score each
-    face's lip sync with the mixture envelope; correlate motion with the audio level per grid
-    cell over the whole clip and over sliding 2 s windows; build the per-frame heat (see the
-    module docstring). Then the instruments: decode the audio again at its native rate and run
-    :func:`avsplit.pipelines.analyse_instruments` (recogniser on a few full-size frames, the
-    separator's mask for each seen label), and measure each stem's loudness at the analysed
-    frame times (:func:`stem_loudness`).
-
-    Args:
-        path: a video file with sound.
-        overlay_path: if given, write there an mp4 of the video at its original resolution
-            (at analysis size instead when its longer side exceeds ``OVERLAY_MAX_SIDE`` =
-            1280 px) with the heat blended in, one coloured blob per instrument following its
-            stem's loudness (with a thin box and name tag), face boxes labelled with id and
-            sync r, a legend in the corner with the fewest faces and instruments, and the
-            input's audio; same frame rate and frame count as the input; output frame ``k``
-            uses the heat and loudness of the nearest analysed frame.
-        audio_stream: which audio stream of the input (0 = first).
-        device: where the instrument recogniser and separator run (``"auto"``: CUDA when
-            available); faces and motion run on the CPU (MediaPipe + numpy). ``"cuda"``
-            without a GPU is an error.
-        progress: a :class:`~avsplit.pipelines.Progress` (stages: decoding audio, finding faces
-            and motion, matching sound to picture, decoding audio for instruments, the
-            instrument analysis's own stages, writing overlay).
-        weights: an instrument separator checkpoint (a training ``best.pt``/``last.pt`` or an
-            exported file) instead of the bundled one. When the bundled separator or
-            recogniser weights are missing or corrupt, instruments are skipped with a note;
-            a ``weights`` file that does not exist is an error.
-
-    Returns:
-        A JSON-ready dict: ``input`` (str), ``duration`` (s), ``fps_analysed`` (frames per
-        second actually analysed), ``grid`` ([rows, cols] of motion cells),
-        ``motion_map_peak`` ([x, y] 0..1 of the strongest motion/audio correlation over the
-        whole clip, ``None`` when nothing correlates), ``motion_map_max`` (that r),
-        ``tracks`` (per face: ``track_id``, ``kind``, ``sync_r``, ``sync_z``, ``lag_s``,
-        ``mean_box`` [x0, y0, x1, y1] 0..1, ``seen_fraction``), ``frames`` (per analysed frame:
-        ``t`` s, ``peak`` [x, y] 0..1 of the heat maximum or ``None`` when silent or nothing
-        stands out, ``score`` 0..1 the heat there, ``track_id`` of the face under the peak or
-        ``None``), and ``overlay`` (str path) when one was written.
-
-    Raises:
-        MediaError: the file is missing or not media, or the audio stream does not exist.
-        AvsplitError: the input has no video or no audio stream, the overlay cannot be
-            written there (the folder is missing, or it is the input itself), or ``weights``
-            does not exist.
+    Same arguments (less ``path``, ``audio_stream`` and ``device``, which the clip and the
+    engine carry), result and errors as :func:`localize_file`.
     """
     progress = progress or NullProgress()
-    path = Path(path)
-    if device == "cuda":
-        from avsplit.pipelines import _device
-
-        _device(device)
-    info = media.probe(path)
+    path = clip.path
+    info = clip.info
     if not info.has_video:
         raise AvsplitError(f"{path} has no video stream; localize needs a video to show where "
                            "the sound comes from")
@@ -889,11 +545,10 @@ def localize_file(path: Path | str, overlay_path: Path | str | None = None, audi
     if weights is not None and not Path(weights).is_file():
         raise AvsplitError(f"weights file {weights} does not exist")
 
-    a, scores, global_map, fps = _analyse(path, info, audio_stream, progress)
+    a, scores, global_map, fps = _analyse(clip, engine, progress)
     times = a.times
-    instruments, notes = _find_instruments(path, info, audio_stream, device,
-                                           None if weights is None else Path(weights), times,
-                                           progress)
+    instruments, notes = _find_instruments(clip, engine, None if weights is None else Path(weights),
+                                           times, progress)
     gh, gw = global_map.shape
     gi = int(np.argmax(global_map))
     gmax = float(global_map.flat[gi])
@@ -914,6 +569,84 @@ def localize_file(path: Path | str, overlay_path: Path | str | None = None, audi
         "notes": list(dict.fromkeys(notes)),
     }
     if overlay_path is not None:
-        result["overlay"] = str(_write_overlay(path, info, overlay_path, a, scores, progress,
-                                               instruments))
+        result["overlay"] = str(write_overlay(clip, overlay_path, times, a.heat, a.tracks, scores,
+                                              progress, instruments))
     return result
+
+
+def localize_file(path: Path | str, overlay_path: Path | str | None = None, audio_stream: int = 0,
+                  device: str = "auto", progress: Progress | None = None,
+                  weights: Path | str | None = None, engine: Engine | None = None) -> dict:
+    """Find where in the picture the sound of a video comes from, frame by frame.
+
+    The input is opened once by the :class:`~avsplit.clip.Clip` (one PyAV open for the probe
+    and the analysis decode) and once by ffmpeg for the audio. Steps: the mixture's mono downmix at
+    16 kHz (``ENV_RATE``) and its RMS envelope; one decode of the video at analysis size
+    (longer side ``ANALYSIS_MAX_SIDE`` px; every frame for clips of up to
+    ``MAX_ANALYSIS_FRAMES`` frames, else about that many frames spread evenly, at least
+    ``MIN_ANALYSIS_FPS`` per second) whose frames feed the engine's face tracker, the motion
+    energy and the instrument recogniser's frame picker at the same time (no frame is kept in
+    memory but the 8 picked); each face's lip sync with the mixture envelope; motion
+    correlated with the audio level per grid cell over the whole clip and over sliding 2 s
+    windows; the per-frame heat (see the module docstring). Then the instruments
+    (:func:`avsplit.instruments.analyse_instruments`: the recogniser on the picked frames, the
+    separator's mask for each seen label on the clip's audio) and each stem's loudness at the
+    analysed frame times (:func:`stem_loudness`). The overlay (:func:`avsplit.overlay.write_overlay`)
+    decodes the video once more (the input's third and last open) and takes its sound from
+    the clip's decoded audio.
+
+    Args:
+        path: a video file with sound.
+        overlay_path: if given, write there an mp4 of the video at its original resolution
+            (at analysis size instead when its longer side exceeds ``OVERLAY_MAX_SIDE`` =
+            1280 px) with the heat blended in, one coloured blob per instrument following its
+            stem's loudness (with a thin box and name tag), face boxes labelled with id and
+            sync r, a legend in the corner with the fewest faces and instruments, and the
+            chosen audio stream (AAC); same frame rate and frame count as the input; output
+            frame ``k`` uses the heat and loudness of the nearest analysed frame.
+        audio_stream: which audio stream of the input (0 = first).
+        device: where the instrument recogniser and separator run (``"auto"``: CUDA when
+            available); faces and motion run on the CPU (MediaPipe + numpy). ``"cuda"``
+            without a GPU is an error. Ignored when ``engine`` is given.
+        progress: a :class:`~avsplit.progress.Progress` (stages: decoding audio, finding faces
+            and motion, matching sound to picture, the instrument analysis's own stages,
+            writing overlay).
+        weights: an instrument separator checkpoint (a training ``best.pt``/``last.pt`` or an
+            exported file) instead of the bundled one. When a bundled separator or recogniser
+            weights file is missing or corrupt (:class:`~avsplit.errors.WeightsUnavailableError`),
+            instruments are skipped with a note; a ``weights`` file that does not exist is an
+            error, raised before any analysis.
+        engine: the :class:`~avsplit.engine.Engine` (device, models, face tracker) to use, e.g.
+            one shared by many clips; by default one is made from ``device`` and closed after.
+
+    Returns:
+        A JSON-ready dict: ``input`` (str), ``duration`` (s), ``fps_analysed`` (frames per
+        second actually analysed), ``grid`` ([rows, cols] of motion cells),
+        ``motion_map_peak`` ([x, y] 0..1 of the strongest motion/audio correlation over the
+        whole clip, ``None`` when nothing correlates), ``motion_map_max`` (that r),
+        ``tracks`` (per face: ``track_id``, ``kind``, ``sync_r``, ``sync_z``, ``lag_s``,
+        ``mean_box`` [x0, y0, x1, y1] 0..1, ``seen_fraction``), ``frames`` (per analysed frame:
+        ``t`` s, ``peak`` [x, y] 0..1 of the heat maximum or ``None`` when silent or nothing
+        stands out, ``score`` 0..1 the heat there, ``track_id`` of the face under the peak or
+        ``None``), ``instruments`` (per stem: ``name``, ``label``, ``box`` 0..1, ``box_px``,
+        ``visual_confidence``, ``audio_share`` 0..1, ``silent``, ``relabelled_from``,
+        ``colour`` RGB, ``loudness`` [T] 0..1), ``notes`` (str list), and ``overlay`` (str
+        path) when one was written.
+
+    Raises:
+        MediaError: the file is missing or not media, the audio stream does not exist, or the
+            video cannot be decoded.
+        AvsplitError: ``device`` cannot be used, the input has no video or no audio stream, the
+            overlay cannot be written there (not a video extension, the folder is missing, or
+            it is the input itself), ``weights`` does not exist or is not a separator
+            checkpoint.
+    """
+    own = engine is None
+    if own:
+        engine = Engine(device)
+    try:
+        with Clip(path, audio_stream) as clip:
+            return localize_clip(clip, engine, overlay_path, progress, weights)
+    finally:
+        if own:
+            engine.close()

@@ -119,32 +119,46 @@ def probe(path: PathLike) -> MediaInfo:
         MediaError: the file does not exist, or is not media ffmpeg can read (no audio or
             video stream).
     """
+    with open_container(path) as c:
+        return describe(c, Path(path))
+
+
+def open_container(path: PathLike) -> av.container.InputContainer:
+    """Open a media file with PyAV (one open of the file; close it, or use ``with``).
+
+    Raises:
+        MediaError: the file does not exist or is not media.
+    """
+    return _open(path)
+
+
+def describe(c: av.container.InputContainer, path: Path) -> MediaInfo:
+    """:class:`MediaInfo` of an open container (see :func:`probe`; same errors)."""
     path = Path(path)
-    with _open(path) as c:
-        audio = []
-        for i, s in enumerate(c.streams.audio):
-            cc = s.codec_context
-            audio.append(AudioStreamInfo(index=i, sample_rate=int(cc.sample_rate or 0),
-                                         channels=int(cc.channels or 0), codec=cc.name,
-                                         duration=_seconds(s.duration, s.time_base)))
-        video = None
-        vs = _video_stream(c)
-        if vs is not None:
-            cc = vs.codec_context
-            rate = vs.average_rate or vs.guessed_rate or vs.base_rate
-            video = VideoStreamInfo(width=int(cc.width), height=int(cc.height),
-                                    fps=float(rate) if rate else 0.0, codec=cc.name,
-                                    duration=_seconds(vs.duration, vs.time_base),
-                                    frames=int(vs.frames) or None)
-        if not audio and video is None:
-            raise MediaError(f"{path} is not a media file ffmpeg can read (no audio or video "
-                             "stream); give a video or audio file.")
-        duration = c.duration / av.time_base if c.duration else None
-        if not duration:
-            streams = [a.duration for a in audio] + [video.duration if video else None]
-            duration = max((d for d in streams if d), default=0.0)
-        return MediaInfo(path=path, duration=float(duration), format=c.format.name,
-                         audio=audio, video=video)
+    audio = []
+    for i, s in enumerate(c.streams.audio):
+        cc = s.codec_context
+        audio.append(AudioStreamInfo(index=i, sample_rate=int(cc.sample_rate or 0),
+                                     channels=int(cc.channels or 0), codec=cc.name,
+                                     duration=_seconds(s.duration, s.time_base)))
+    video = None
+    vs = _video_stream(c)
+    if vs is not None:
+        cc = vs.codec_context
+        rate = vs.average_rate or vs.guessed_rate or vs.base_rate
+        video = VideoStreamInfo(width=int(cc.width), height=int(cc.height),
+                                fps=float(rate) if rate else 0.0, codec=cc.name,
+                                duration=_seconds(vs.duration, vs.time_base),
+                                frames=int(vs.frames) or None, index=int(vs.index))
+    if not audio and video is None:
+        raise MediaError(f"{path} is not a media file ffmpeg can read (no audio or video "
+                         "stream); give a video or audio file.")
+    duration = c.duration / av.time_base if c.duration else None
+    if not duration:
+        streams = [a.duration for a in audio] + [video.duration if video else None]
+        duration = max((d for d in streams if d), default=0.0)
+    return MediaInfo(path=path, duration=float(duration), format=c.format.name,
+                     audio=audio, video=video)
 
 
 def load_audio(path: PathLike, stream: int = 0, sample_rate: int | None = None,
@@ -189,6 +203,35 @@ def load_audio(path: PathLike, stream: int = 0, sample_rate: int | None = None,
     return samples.reshape(-1, channels).T.copy(), rate
 
 
+def decode_audio_file(path: PathLike, info: MediaInfo, stream: int, out_file: Path) -> int:
+    """Decode one audio stream to a raw interleaved float32 file (one ffmpeg run, one open of
+    ``path``), so that long inputs can be read back in blocks instead of held in memory.
+
+    Returns:
+        The number of samples per channel written (native rate and channel count of the
+        stream, as :func:`load_audio`).
+
+    Raises:
+        MediaError: as :func:`load_audio`.
+    """
+    if not info.audio:
+        raise MediaError(f"{path} has no audio stream; give a file with sound.")
+    if not 0 <= stream < len(info.audio):
+        n = len(info.audio)
+        raise MediaError(f"{path} has {n} audio stream{'s' if n != 1 else ''}, so audio stream "
+                         f"{stream} does not exist; pick one from 0 to {n - 1}.")
+    a = info.audio[stream]
+    channels = a.channels or 2
+    if a.sample_rate <= 0:
+        raise MediaError(f"{path}: audio stream {stream} has no known sample rate.")
+    out = _run_ffmpeg(["-y", "-i", _ff(path), "-map", f"0:a:{stream}", "-vn", "-sn", "-dn",
+                       "-f", "f32le", "-acodec", "pcm_f32le", "-ac", str(channels),
+                       "-ar", str(a.sample_rate), _ff(out_file)])
+    if out.returncode != 0:
+        raise MediaError(f"ffmpeg could not decode the audio of {path}: {_last_line(out.stderr)}.")
+    return Path(out_file).stat().st_size // (4 * channels)
+
+
 def _resize(img: np.ndarray, max_side: int | None) -> np.ndarray:
     h, w = img.shape[:2]
     if not max_side or max(h, w) <= max_side:
@@ -199,7 +242,9 @@ def _resize(img: np.ndarray, max_side: int | None) -> np.ndarray:
 
 
 def iter_frames(path: PathLike, max_side: int | None = 640,
-                fps: float | None = None) -> Iterator[tuple[float, np.ndarray]]:
+                fps: float | None = None,
+                container: av.container.InputContainer | None = None
+                ) -> Iterator[tuple[float, np.ndarray]]:
     """Decode the first video stream frame by frame.
 
     Args:
@@ -208,6 +253,8 @@ def iter_frames(path: PathLike, max_side: int | None = 640,
             pixels; ``None`` keeps the full size. Never upscales.
         fps: if given, yield at most this many frames per second: a frame is kept when its time
             is at or after the next due time, which then moves on by ``1 / fps``.
+        container: an already open container of ``path`` to decode from (it is rewound to the
+            start and left open), so that a clip is opened once.
 
     Yields:
         ``(t, frame)``: ``t`` the frame's real presentation time in seconds (float) minus the
@@ -217,8 +264,13 @@ def iter_frames(path: PathLike, max_side: int | None = 640,
     Raises:
         MediaError: missing file, not media, no video stream, or the video cannot be decoded.
     """
-    container = _open(path)
-    with container:
+    own = container is None
+    if own:
+        container = _open(path)
+    else:
+        with contextlib.suppress(av.FFmpegError, OSError):
+            container.seek(0)
+    with (container if own else contextlib.nullcontext(container)):
         vs = _video_stream(container)
         if vs is None:
             raise MediaError(f"{path} has no video stream; give a video file.")
@@ -325,14 +377,16 @@ def write_audio(path: PathLike, audio: np.ndarray, sample_rate: int,
     return path
 
 
-def remux(video_path: PathLike, audio_path: PathLike, out_path: PathLike) -> Path:
+def remux(video_path: PathLike, audio_path: PathLike, out_path: PathLike,
+          video_stream_index: int | None = None) -> Path:
     """Write a copy of a video with new audio (atomically).
 
     The output has the original video stream copied untouched and the first audio stream of
     ``audio_path`` as its only audio track (AAC 192 kb/s), ``+faststart``, no ``-shortest``
     (the longer of the two sets the duration). If the video codec cannot go into the output
     container (e.g. FLV/Sorenson or VP6 into mp4), the video is re-encoded with libx264
-    (veryfast, CRF 20, yuv420p).
+    (veryfast, CRF 20, yuv420p). ``video_stream_index``: the video stream's container index
+    when a probe already found it (then neither input is opened again before ffmpeg runs).
 
     Returns:
         ``out_path`` as a :class:`~pathlib.Path`.
@@ -341,15 +395,16 @@ def remux(video_path: PathLike, audio_path: PathLike, out_path: PathLike) -> Pat
         MediaError: an input is missing or lacks video/audio, or ffmpeg failed both ways.
     """
     out_path = Path(out_path)
-    vinfo_stream = None
-    with _open(video_path) as c:
-        vs = _video_stream(c)
-        if vs is not None:
-            vinfo_stream = vs.index
-    if vinfo_stream is None:
-        raise MediaError(f"{video_path} has no video stream; give a video file.")
-    if not probe(audio_path).audio:
-        raise MediaError(f"{audio_path} has no audio stream; give a file with sound.")
+    vinfo_stream = video_stream_index
+    if vinfo_stream is None:  # not known from an earlier probe: look (and check the audio)
+        with _open(video_path) as c:
+            vs = _video_stream(c)
+            if vs is not None:
+                vinfo_stream = vs.index
+        if vinfo_stream is None:
+            raise MediaError(f"{video_path} has no video stream; give a video file.")
+        if not probe(audio_path).audio:
+            raise MediaError(f"{audio_path} has no audio stream; give a file with sound.")
     head = ["-y", "-i", _ff(video_path), "-i", _ff(audio_path),
             "-map", f"0:{vinfo_stream}", "-map", "1:a:0"]
     tail = ["-c:a", "aac", "-b:a", "192k", "-movflags", "+faststart"]

@@ -41,6 +41,7 @@ class VideoStreamInfo:
         codec: ffmpeg codec name, e.g. ``"h264"``.
         duration: seconds, or ``None``.
         frames: number of frames when the container says, else ``None``.
+        index: the stream's index in the container (for ``-map 0:<index>``).
     """
 
     width: int
@@ -49,6 +50,7 @@ class VideoStreamInfo:
     codec: str
     duration: float | None = None
     frames: int | None = None
+    index: int = 0
 
 
 @dataclass
@@ -108,24 +110,3 @@ class VisualTrack:
     def seen(self) -> np.ndarray:
         """``[T]`` bool, frames where the track is visible."""
         return ~np.isnan(self.boxes[:, 0])
-
-
-@dataclass
-class Source:
-    """One separated sound.
-
-    Attributes:
-        audio: ``[channels, samples]`` float32 at the clip's sample rate.
-        label: e.g. ``"speech"``, ``"noise"``, ``"violin"``.
-        track_id: the visual track it was matched to, or ``None``.
-        onscreen: whether the sound is judged to come from something visible.
-        confidence: 0..1 (for speech: the association's sync confidence).
-        scores: named scores for the manifest (sync r, lag in s, energy in dB, ...).
-    """
-
-    audio: np.ndarray
-    label: str
-    track_id: int | None = None
-    onscreen: bool = False
-    confidence: float = 0.0
-    scores: dict = field(default_factory=dict)

@@ -35,7 +35,7 @@ def test_masks_that_sum_to_one_give_stems_that_sum_to_the_mixture_at_another_rat
     frames = 16000 // 128 + 1
     raw = rng.random((3, 257, frames)).astype(np.float32)
     masks = raw / raw.sum(0, keepdims=True)
-    stems = apply_masks(mixture, 44100, masks, 16000, 128)
+    stems = apply_masks(mixture, 44100, masks, 16000, 128, 512)
     assert stems.shape == (3, 2, 44100)
     assert np.abs(stems.sum(0) - mixture).max() < 1e-4
 

@@ -27,7 +27,7 @@ def test_mouth_opening_grows_with_the_jaw_and_ignores_face_size():
 
 def _obs(x: float, y: float = 0.3, jaw: float = 0.2) -> FaceObservation:
     box = np.array([x, y, x + 0.2, y + 0.3], np.float32)
-    return FaceObservation(box, 0.9, np.zeros((468, 3), np.float32), jaw, 0.0)
+    return FaceObservation(box, 0.9, np.zeros((468, 3), np.float32), jaw)
 
 
 def test_two_moving_faces_stay_two_tracks_ordered_left_to_right():

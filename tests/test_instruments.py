@@ -152,28 +152,28 @@ def test_labels_and_synonyms():
 
 @pytest.fixture(scope="module")
 def separator():
-    from avsplit.models.registry import load_instrument_separator
+    from avsplit.engine import Engine
 
-    return load_instrument_separator()[0]
+    return Engine("cpu").separator("instrument-separator")
 
 
 def test_query_path_keeps_rate_channels_and_length(separator):
-    from avsplit.apply import query_masks, separate_queries
+    from avsplit.instruments import separate_queries
 
     mix = np.stack([_tone(220, 2.0, RATE, 8, 0.7, 0.5), _tone(220, 2.0, RATE, 8, 0.7, 0.5) * 0.5])
     stems = separate_queries(separator, mix, RATE, ["cello", "flute", "cello"])
     assert stems.shape == (3, 2, mix.shape[1]) and stems.dtype == np.float32
     np.testing.assert_allclose(stems[0], stems[2], atol=1e-6)  # same label, same stem
-    masks = query_masks(separator, mix, RATE, ["violin"])
+    masks = separator.masks(separator.mono(mix, RATE), ["violin"])
     assert masks.min() >= 0 and masks.max() <= 1
     with pytest.raises(ValueError, match="does not know"):
-        separator.label_index(["kazoo"])
+        separator.model.label_index(["kazoo"])
 
 
 def test_query_separates_a_low_brass_note_from_a_high_flute_note(separator):
     """A stem asked for is closer to its source than the mixture is (SI-SDR), both ways."""
-    from avsplit.apply import separate_queries
     from avsplit.audio import si_sdr
+    from avsplit.instruments import separate_queries
 
     low = _tone(98.0, 4.0, RATE, 12, 0.8, 1.0)         # rich low tone (tuba register)
     high = 0.6 * _tone(1046.5, 4.0, RATE, 2, 0.2, 0.5)  # nearly pure high tone (flute register)
@@ -194,6 +194,7 @@ def duet_wav(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.subprocess
 def test_query_on_audio_only_input_writes_labelled_stems_and_residual(duet_wav, tmp_path):
     res = avsplit("separate", duet_wav, "--query", "cello,Flute", "-o", tmp_path, "--json", "-q")
     assert res.returncode == 0, res.stderr
@@ -213,6 +214,7 @@ def test_query_on_audio_only_input_writes_labelled_stems_and_residual(duet_wav, 
     assert json.loads(res.stdout)["results"][0]["ok"]
 
 
+@pytest.mark.subprocess
 def test_query_on_video_remuxes_each_stem(video_with_audio, tmp_path):
     from avsplit import media
 
@@ -227,6 +229,7 @@ def test_query_on_video_remuxes_each_stem(video_with_audio, tmp_path):
     assert out.video.codec == src.video.codec and abs(out.duration - src.duration) < 0.1
 
 
+@pytest.mark.subprocess
 def test_instruments_mode_without_a_recognisable_instrument_puts_everything_in_the_residual(
         video_with_audio, tmp_path):
     res = avsplit("separate", video_with_audio, "--mode", "instruments", "--no-video", "-o",
@@ -240,6 +243,7 @@ def test_instruments_mode_without_a_recognisable_instrument_puts_everything_in_t
                                                        "instrument-recognizer"}
 
 
+@pytest.mark.subprocess
 def test_instrument_mode_errors(duet_wav, video_with_audio, tmp_path):
     res = avsplit("separate", duet_wav, "--mode", "instruments", "-o", tmp_path)
     assert res.returncode == 1 and "--query" in res.stderr and "Traceback" not in res.stderr
@@ -252,7 +256,7 @@ def test_instrument_mode_errors(duet_wav, video_with_audio, tmp_path):
 
 
 def test_same_label_twice_is_split_between_the_instances():
-    from avsplit.pipelines import plan_instrument_stems
+    from avsplit.instruments import plan_instrument_stems
     from avsplit.vision.instruments import InstrumentDetection
 
     dets = [InstrumentDetection("violin", (0, 0, 10, 10), 0.9, np.zeros((2, 2), np.float32)),

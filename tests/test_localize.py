@@ -7,6 +7,10 @@ in the silences. No face anywhere, so only the motion map can place the sound.
 The instrument layer is tested with synthetic masks and boxes (no separator weights needed):
 the loudness and drawing functions directly, and ``localize_file`` with
 ``analyse_instruments`` replaced by a fake analysis of the generated clip.
+
+The face path runs on a second generated clip (a still picture, syllable-like sound) with a
+fake face tracker passed through ``Engine(face_tracker=...)``: its one face's jaw opening
+follows the known envelope of the sound.
 """
 
 from __future__ import annotations
@@ -15,14 +19,18 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+import av
 import numpy as np
 import pytest
 import soundfile as sf
 
 from avsplit import media
-from avsplit.associate import speech_envelope
-from avsplit.errors import AvsplitError
+from avsplit.associate import NATURAL_LAG_S, speech_envelope
+from avsplit.engine import Engine
+from avsplit.errors import AvsplitError, WeightsUnavailableError
+from avsplit.structures import VisualTrack
 from avsplit.vision.motion import audio_motion_map, motion_energy, sliding_audio_motion_map
 
 BURSTS = [(0.3, 0.7), (1.5, 2.1), (2.7, 3.0), (3.4, 3.8)]
@@ -61,13 +69,42 @@ def clip(tmp_path_factory) -> Path:
     return out
 
 
+def _spy_opens(mp: pytest.MonkeyPatch, path: Path) -> list[str]:
+    """Record every PyAV open of ``path`` and every process started with it in its arguments
+    (ffmpeg runs): the list of what opened it, filled while ``mp`` is active."""
+    seen: list[str] = []
+    real_open, real_popen = av.open, subprocess.Popen
+
+    def spy_open(file, *args, **kwargs):
+        if str(path) in str(file):
+            seen.append(f"av.open {file}")
+        return real_open(file, *args, **kwargs)
+
+    class SpyPopen(real_popen):
+        def __init__(self, args, *a, **k):
+            if any(str(path) in str(x) for x in (args if isinstance(args, (list, tuple)) else [args])):
+                seen.append(f"process {Path(str(args[0])).name}")
+            super().__init__(args, *a, **k)
+
+    mp.setattr(av, "open", spy_open)
+    mp.setattr(subprocess, "Popen", SpyPopen)
+    return seen
+
+
 @pytest.fixture(scope="module")
 def localized(clip, tmp_path_factory):
-    """``(result dict, overlay path)`` of one ``localize_file`` run with an overlay."""
+    """``(result dict, overlay path, opens)`` of one ``localize_file`` run with an overlay;
+    ``opens`` lists what opened the input (see :func:`_spy_opens`)."""
     from avsplit.localize import localize_file
 
     overlay = tmp_path_factory.mktemp("localize_out") / "overlay.mp4"
-    return localize_file(clip, overlay_path=overlay), overlay
+    mp = pytest.MonkeyPatch()
+    try:
+        opens = _spy_opens(mp, clip)
+        result = localize_file(clip, overlay_path=overlay)
+    finally:
+        mp.undo()
+    return result, overlay, opens
 
 
 def test_motion_energy_shapes_and_inputs(clip):
@@ -114,7 +151,7 @@ def test_sliding_map_follows_the_source_over_time():
 
 
 def test_localize_result_and_peaks(localized):
-    result, _ = localized
+    result, _, _ = localized
     assert result["tracks"] == []
     assert result["fps_analysed"] == pytest.approx(FPS, rel=0.02)
     assert abs(result["duration"] - DURATION) < 0.1
@@ -133,14 +170,28 @@ def test_localize_result_and_peaks(localized):
     assert silent and all(f["peak"] is None for f in silent)
 
 
+def test_localize_opens_the_input_once_per_decoder(localized):
+    """One PyAV open for the clip (probe and the analysis decode), one ffmpeg run (the audio),
+    one PyAV open for the overlay's decode; its sound comes from the decoded audio, so the
+    overlay's ffmpeg never reads the input."""
+    _, _, opens = localized
+    assert sorted(o.split()[0] for o in opens) == ["av.open", "av.open", "process"], opens
+
+
 def test_overlay_video(localized, clip):
-    result, overlay = localized
+    result, overlay, _ = localized
     assert result["overlay"] == str(overlay) and overlay.exists()
     info, src = media.probe(overlay), media.probe(clip)
     assert info.has_audio
     assert (info.video.width, info.video.height) == (src.video.width, src.video.height)
     frames, _ = media.load_frames(overlay, max_side=None)
     assert abs(len(frames) - int(DURATION * FPS)) <= 1
+    # the sound is the input's: the tone bursts at their times
+    sound, rate = media.load_audio(overlay, sample_rate=RATE)
+    env, env_t = speech_envelope(sound.mean(axis=0), rate)
+    inside = np.array([_in_burst(x, margin=0.05) for x in env_t])
+    outside = np.array([not _in_burst(x - 0.1) and not _in_burst(x + 0.1) for x in env_t])
+    assert env[inside].mean() > 20 * env[outside].mean()
     # the heat is drawn: during a burst the left half is coloured, the right half is not
     k = int(1.8 * FPS)
     colourful = frames[k].astype(int).std(axis=2)  # grey/black/white pixels have std ~0
@@ -174,6 +225,7 @@ def test_cli_localize_json_and_overlay(clip, tmp_path):
     assert len(data["frames"]) == len(media.load_frames(clip, max_side=64)[1])
 
 
+@pytest.mark.subprocess
 def test_cli_missing_file_is_one_line(tmp_path):
     exe = Path(sys.executable).with_name("avsplit")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "avsplit.cli"]
@@ -219,15 +271,15 @@ def test_stem_loudness_follows_its_mask():
 
 
 def _instrument(name, colour, box, loud, heard=0.5, silent=False):
-    from avsplit.localize import _Instrument
+    from avsplit.overlay import Instrument
 
-    return _Instrument(name, name, colour, np.asarray(box, np.float64),
+    return Instrument(name, name, colour, np.asarray(box, np.float64),
                        [float(v) * 100 for v in box], 0.82, heard, silent,
                        np.asarray(loud, np.float32))
 
 
 def test_instrument_blob_follows_loudness_in_its_own_colour():
-    from avsplit.localize import INSTRUMENT_PALETTE, PALETTE, _draw, instrument_footprint
+    from avsplit.overlay import INSTRUMENT_PALETTE, PALETTE, _draw, instrument_footprint
 
     assert not set(INSTRUMENT_PALETTE) & set(PALETTE)
     h, w, T = 120, 160, 10
@@ -260,7 +312,7 @@ def test_instrument_blob_follows_loudness_in_its_own_colour():
 
 
 def test_instrument_legend_lines():
-    from avsplit.localize import _instrument_text, _legend
+    from avsplit.overlay import _instrument_text, _legend
 
     loud = np.zeros(3, np.float32)
     assert _instrument_text(_instrument("violin", (0, 0, 0), [0, 0, 1, 1], loud, heard=0.35)) == \
@@ -273,18 +325,29 @@ def test_instrument_legend_lines():
     assert (np.abs(both.astype(int) - (0, 230, 230)).sum(axis=2) < 30).any()  # its swatch
 
 
-def test_weights_errors_that_skip_instruments():
-    from pathlib import Path as P
+def test_localize_names_stay_importable():
+    import avsplit.localize as loc
+    import avsplit.overlay as ov
 
-    from avsplit.localize import _weights_unavailable
+    for name in ("stem_loudness", "instrument_footprint", "Instrument", "PALETTE",
+                 "INSTRUMENT_PALETTE", "LOUD_RANGE_DB", "OVERLAY_MAX_SIDE", "localize_file"):
+        assert hasattr(loc, name), name
+    assert loc.instrument_footprint is ov.instrument_footprint
+    # data flows one way: the overlay never imports the analysis
+    assert "avsplit.localize" not in Path(ov.__file__).read_text()
 
-    missing = AvsplitError("weights file /w/instrument_film_blstm.pt is missing; reinstall avsplit")
-    corrupt = AvsplitError("weights file /w/x.pt does not match its sha256 in the registry")
-    named = AvsplitError("weights file runs/x.pt does not exist")
-    assert _weights_unavailable(missing, None) and _weights_unavailable(corrupt, None)
-    assert _weights_unavailable(missing, P("runs/x.pt"))  # the bundled recogniser is missing
-    assert not _weights_unavailable(named, P("runs/x.pt"))
-    assert not _weights_unavailable(AvsplitError("unknown label 'kazoo'"), None)
+
+def test_other_instrument_errors_are_real_errors(video_with_audio, monkeypatch):
+    """Only a missing/corrupt bundled weights file skips the instruments; any other error of
+    the analysis (here an unreadable checkpoint) reaches the user."""
+    import avsplit.localize as loc
+
+    def broken(clip, engine, query, weights, progress):
+        raise AvsplitError("weights file runs/x.pt is not an avsplit separator checkpoint")
+
+    monkeypatch.setattr(loc, "analyse_instruments", broken)
+    with pytest.raises(AvsplitError, match="not an avsplit separator checkpoint"):
+        loc.localize_file(video_with_audio, device="cpu")
 
 
 def test_missing_weights_file_is_an_error_before_any_work(clip, tmp_path):
@@ -295,7 +358,7 @@ def test_missing_weights_file_is_an_error_before_any_work(clip, tmp_path):
 
 
 def test_no_instrument_in_the_clip(localized):
-    result, _ = localized
+    result, _, _ = localized
     assert result["instruments"] == []
     assert isinstance(result["notes"], list) and result["notes"]
 
@@ -305,32 +368,30 @@ def with_fake_instruments(clip, tmp_path_factory):
     """``(result, overlay)`` of ``localize_file`` on the clip with ``analyse_instruments``
     replaced: a "violin" boxed in the empty bottom-left corner whose mask takes the whole sound
     (so it follows the tone bursts) and a silent "cello" over the RIGHT square."""
-    import avsplit.pipelines as pipelines
-    from avsplit.localize import localize_file
+    import avsplit.localize as loc
+    from avsplit.instruments import InstrumentAnalysis, InstrumentStem
 
     calls = []
 
-    def fake(path, info, mixture, rate, options, progress):
-        calls.append(options)
-        frames = int(round(mixture.shape[1] * SEP_RATE / rate)) // SEP_HOP + 1
-        masks = np.zeros((2, SEP_FFT // 2 + 1, frames), np.float32)
+    def fake(clip, engine, query, weights, progress):
+        calls.append((query, weights, engine.device))
+        frames = len(clip.mono(SEP_RATE)) // SEP_HOP + 1
+        masks = np.zeros((2, SEP_FFT // 2 + 1, frames), np.float16)
         masks[0] = 1.0
-        stems = [pipelines.InstrumentStem("violin", "violin", 0, 1.0, [20.0, 170.0, 120.0, 235.0],
-                                          0.8),
-                 pipelines.InstrumentStem("cello", "cello", 1, 1.0, [200.0, 80.0, 270.0, 150.0],
-                                          0.6)]
-        return pipelines.InstrumentAnalysis(stems, ["violin", "cello"], masks,
-                                            np.array([1.0, 0.0]), SEP_RATE, SEP_HOP, SEP_FFT,
-                                            [], [], [])
+        stems = [InstrumentStem("violin", "violin", 0, 1.0, [20.0, 170.0, 120.0, 235.0], 0.8),
+                 InstrumentStem("cello", "cello", 1, 1.0, [200.0, 80.0, 270.0, 150.0], 0.6)]
+        separator = SimpleNamespace(rate=SEP_RATE, hop=SEP_HOP, n_fft=SEP_FFT)
+        return InstrumentAnalysis(stems, ["violin", "cello"], masks, np.array([1.0, 0.0]),
+                                  separator, [], [], [])
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(pipelines, "analyse_instruments", fake)
+    mp.setattr(loc, "analyse_instruments", fake)
     try:
         overlay = tmp_path_factory.mktemp("localize_inst") / "overlay.mp4"
-        result = localize_file(clip, overlay_path=overlay, device="cpu")
+        result = loc.localize_file(clip, overlay_path=overlay, device="cpu")
     finally:
         mp.undo()
-    assert len(calls) == 1 and calls[0].mode == "instruments" and calls[0].weights is None
+    assert calls == [(None, None, "cpu")]
     return result, overlay
 
 
@@ -384,3 +445,107 @@ def test_cli_localize_weights_option(clip, tmp_path):
     res = CliRunner().invoke(app, ["localize", str(clip), "--weights", str(tmp_path / "no.pt")])
     assert res.exit_code == 1
     assert "no.pt does not exist" in res.output and "Traceback" not in res.output
+
+
+# ---------------------------------------------------------------- face path (fake tracker)
+
+FACE_BOX = (0.55, 0.15, 0.85, 0.65)  # normalised x0, y0, x1, y1 of the fake face
+SPEECH_DURATION = 5.0
+
+
+def _syllables(seed: int, duration: float) -> list[tuple[float, float]]:
+    """Random syllable-like spans: 0.12-0.25 s of sound, 0.08-0.3 s gaps."""
+    rng = np.random.default_rng(seed)
+    spans, t = [], 0.3
+    while t < duration - 0.4:
+        d = rng.uniform(0.12, 0.25)
+        spans.append((t, t + d))
+        t += d + rng.uniform(0.08, 0.3)
+    return spans
+
+
+def _envelope(t: np.ndarray, spans) -> np.ndarray:
+    """0..1 amplitude at times ``t``: a sine-squared bump per syllable."""
+    env = np.zeros(len(t))
+    for a, b in spans:
+        m = (t >= a) & (t < b)
+        env[m] = np.sin(np.pi * (t[m] - a) / (b - a)) ** 2
+    return env
+
+
+class FakeFaceTracker:
+    """One face at :data:`FACE_BOX` whose jaw opening is ``0.02 + 0.08 * envelope(t + lead)``
+    (it leads the sound by ``lead`` seconds); consumes the frames it is given."""
+
+    model_ids: list = []
+
+    def __init__(self, spans, lead: float):
+        self.spans, self.lead = spans, lead
+        self.shapes: list[tuple[int, ...]] = []
+
+    def track(self, frames, progress):
+        times = []
+        for t, frame in frames:
+            times.append(t)
+            self.shapes.append(frame.shape)
+            progress(1)
+        times = np.asarray(times, np.float64)
+        boxes = np.tile(np.asarray(FACE_BOX, np.float32), (len(times), 1))
+        act = (0.02 + 0.08 * _envelope(times + self.lead, self.spans)).astype(np.float32)
+        return [VisualTrack(0, "face", times, boxes, act)]
+
+
+@pytest.fixture(scope="module")
+def speech_clip(tmp_path_factory):
+    """``(clip path, syllable spans)``: 5 s, 320x240 still grey picture at 25 fps, a voice-like
+    buzz (120 Hz harmonics) shaped by the syllable envelope."""
+    folder = tmp_path_factory.mktemp("speechlike")
+    spans = _syllables(3, SPEECH_DURATION)
+    n = int(SPEECH_DURATION * RATE)
+    t = np.arange(n) / RATE
+    buzz = sum(np.sin(2 * np.pi * 120 * k * t) / k for k in range(1, 8))
+    wav = folder / "voice.wav"
+    sf.write(wav, (0.3 * _envelope(t, spans) * buzz).astype(np.float32), RATE)
+    out = folder / "speech.mp4"
+    frame = np.full((H, W, 3), 90, np.uint8)
+    with media.VideoWriter(out, W, H, FPS, audio_from=wav) as writer:
+        for _ in range(int(SPEECH_DURATION * FPS)):
+            writer.write(frame)
+    return out, spans
+
+
+def test_localize_face_path_with_a_fake_tracker(speech_clip, tmp_path, monkeypatch):
+    import avsplit.localize as loc
+
+    path, spans = speech_clip
+    tracker = FakeFaceTracker(spans, lead=NATURAL_LAG_S)
+
+    def unavailable(clip, engine, query, weights, progress):
+        raise WeightsUnavailableError("weights file /w/mobilenet_v2_imagenet.pth is missing")
+
+    monkeypatch.setattr(loc, "analyse_instruments", unavailable)
+    overlay = tmp_path / "faces.mp4"
+    with Engine("cpu", face_tracker=tracker) as engine:
+        result = loc.localize_file(path, overlay_path=overlay, engine=engine)
+    # the tracker got the one analysis decode: every frame, at analysis size
+    assert abs(len(tracker.shapes) - SPEECH_DURATION * FPS) <= 1
+    assert set(tracker.shapes) == {(H, W, 3)}
+    (face,) = result["tracks"]
+    assert face["track_id"] == 0 and face["kind"] == "face"
+    assert face["sync_r"] > 0.7 and face["sync_z"] > 2
+    assert face["mean_box"] == pytest.approx(list(FACE_BOX), abs=1e-3)
+    # a missing bundled model skips the instruments with a note; nothing else changes
+    assert result["instruments"] == []
+    assert any(n.startswith("instruments not shown") for n in result["notes"])
+    frames = result["frames"]
+    t = np.array([f["t"] for f in frames])
+    loud = _envelope(t, spans) > 0.5
+    assert loud.sum() >= 20
+    x0, y0, x1, y1 = FACE_BOX
+    on_face = [f["peak"] is not None and x0 <= f["peak"][0] <= x1 and y0 <= f["peak"][1] <= y1
+               and f["track_id"] == 0 for f, is_loud in zip(frames, loud) if is_loud]
+    assert np.mean(on_face) >= 0.9
+    quiet = [f for f in frames if _envelope(np.array([f["t"] - 0.1, f["t"], f["t"] + 0.1]),
+                                            spans).max() == 0]
+    assert quiet and all(f["peak"] is None for f in quiet)
+    assert result["overlay"] == str(overlay) and overlay.exists()

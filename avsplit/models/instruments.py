@@ -122,7 +122,8 @@ class QuerySeparator(nn.Module):
 
     def to_checkpoint(self) -> dict:
         """``{"config": dict, "state_dict": ...}`` as stored in ``weights/``."""
-        return {"config": asdict(self.config), "state_dict": self.state_dict()}
+        return {"config": asdict(self.config), "state_dict": self.state_dict(),
+                "network": "avsplit.models.instruments:QuerySeparator"}
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict) -> "QuerySeparator":

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from avsplit.errors import AvsplitError
+from avsplit.errors import AvsplitError, WeightsUnavailableError
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,8 @@ class ModelEntry:
         sample_rate: Hz for audio models, ``None`` for vision.
         licence: licence of the weights.
         origin: where they come from (package + version, or our training command).
+        network: for our separators, ``"module:Class"`` of the network the file holds (used
+            when a checkpoint does not name its class itself).
     """
 
     name: str
@@ -37,6 +39,7 @@ class ModelEntry:
     sample_rate: int | None
     licence: str
     origin: str
+    network: str | None = None
 
 
 MODELS: dict[str, ModelEntry] = {
@@ -46,13 +49,15 @@ MODELS: dict[str, ModelEntry] = {
                    "0a55aec0be6901e96bb59a77dfc6d45256d8960f44d8b9bad2205bfd29723549",
                    "speech separation: up to 3 voices + background (uPIT BLSTM masks, 16 kHz)",
                    16000, "MIT (trained by avsplit)",
-                   "python -m avsplit.train speech --data ../shared/data"),
+                   "python -m avsplit.train speech --data ../shared/data",
+                   "avsplit.models.speech:SpeechSeparator"),
         ModelEntry("instrument-separator", "instrument_film_blstm.pt",
                    "7450be6e839be7d065665c92eedc35236b6158d4a7dad9084ebd5087166ce14f",
                    "instrument separation: mixture + instrument label -> that stem "
                    "(FiLM-conditioned BLSTM masks, 11.025 kHz)",
                    11025, "MIT (trained by avsplit)",
-                   "python -m avsplit.train music-data; python -m avsplit.train instruments"),
+                   "python -m avsplit.train music-data; python -m avsplit.train instruments",
+                   "avsplit.models.instruments:QuerySeparator"),
         ModelEntry("face-detector", "face_detection_short_range.tflite",
                    "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
                    "face detection (BlazeFace short range)", None, "Apache-2.0",
@@ -91,26 +96,52 @@ def weights_path(name: str, verify: bool = True) -> Path:
     """Path of a registered model's file, checked against its sha256.
 
     Raises:
-        AvsplitError: unknown name, missing file, or checksum mismatch.
+        AvsplitError: unknown name.
+        WeightsUnavailableError: missing file, or checksum mismatch.
     """
     if name not in MODELS:
         raise AvsplitError(f"unknown model '{name}'; `avsplit models` lists the bundled ones")
     entry = MODELS[name]
     path = weights_dir() / entry.file
     if not path.exists():
-        raise AvsplitError(f"weights file {path} is missing; reinstall avsplit from its repository "
+        raise WeightsUnavailableError(f"weights file {path} is missing; reinstall avsplit from its repository "
                            "or set AVSPLIT_WEIGHTS to the folder holding it")
     if verify and sha256_of(path) != entry.sha256:
-        raise AvsplitError(f"weights file {path} does not match its sha256 in the registry; "
+        raise WeightsUnavailableError(f"weights file {path} does not match its sha256 in the registry; "
                            "restore it from the repository (git checkout weights/)")
     return path
 
 
-def _load_mask_network(name: str, model_class, path: Path | None, device: str):
-    """Load one of our trained mask networks: the bundled file of registry entry ``name``, or
-    ``path`` (a ``best.pt``/``last.pt`` from training or an exported file)."""
+def network_class(path: str):
+    """The class named ``"module:Class"`` (only classes inside ``avsplit.models``)."""
+    import importlib
+
+    module, _, name = path.partition(":")
+    if not module.startswith("avsplit.models."):
+        raise AvsplitError(f"checkpoint names network {path!r}, which is not one of avsplit's")
+    return getattr(importlib.import_module(module), name)
+
+
+def load_network(name: str, path: Path | None = None, device: str = "cpu"):
+    """Load one of our trained mask networks.
+
+    The bundled file of registry entry ``name``, or ``path`` (a ``best.pt``/``last.pt`` from
+    training or an exported file). Checkpoints are read with ``torch.load(weights_only=True)``
+    (tensors and plain data only, never pickled code); the network class comes from the
+    checkpoint's ``"network"`` field when present, else from the registry row.
+
+    Returns:
+        ``(model, model_id)``: the network in eval mode on ``device`` and
+        ``{"name", "file", "sha256"}`` for the manifest.
+
+    Raises:
+        AvsplitError: missing/corrupt file, or a file that is not a checkpoint of this network.
+    """
+    import pickle
+
     import torch
 
+    entry = MODELS[name]
     if path is None:
         path = weights_path(name)
     else:
@@ -118,30 +149,31 @@ def _load_mask_network(name: str, model_class, path: Path | None, device: str):
         if not path.exists():
             raise AvsplitError(f"weights file {path} does not exist")
         name = path.stem
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if "model" in ckpt:  # a training checkpoint
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+        raise AvsplitError(f"weights file {path} is not a checkpoint avsplit can read safely "
+                           f"({str(exc).splitlines()[0][:120]}); export it with "
+                           "python -m avsplit.train.export") from None
+    if isinstance(ckpt, dict) and "model" in ckpt:  # a training checkpoint
         ckpt = ckpt["model"]
-    model = model_class.from_checkpoint(ckpt).to(device)
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "config" not in ckpt:
+        raise AvsplitError(f"weights file {path} is not an avsplit separator checkpoint")
+    cls = network_class(ckpt.get("network") or entry.network)
+    try:
+        model = cls.from_checkpoint(ckpt).to(device)
+    except (RuntimeError, TypeError, KeyError) as exc:
+        raise AvsplitError(f"weights file {path} does not fit {cls.__name__} "
+                           f"({str(exc).splitlines()[0][:120]})") from None
     return model, {"name": name, "file": path.name, "sha256": sha256_of(path)}
 
 
 def load_speech_separator(path: Path | None = None, device: str = "cpu"):
-    """Load the speech separator: the bundled one, or ``path`` (a ``best.pt`` from training).
-
-    Returns:
-        ``(model, model_id)`` with ``model_id = {"name", "file", "sha256"}`` for the manifest.
-    """
-    from avsplit.models.speech import SpeechSeparator
-
-    return _load_mask_network("speech-blstm", SpeechSeparator, path, device)
+    """The speech separator (:func:`load_network` of ``speech-blstm``)."""
+    return load_network("speech-blstm", path, device)
 
 
 def load_instrument_separator(path: Path | None = None, device: str = "cpu"):
-    """Load the query-conditioned instrument separator (bundled, or ``path`` from training).
-
-    Returns:
-        ``(model, model_id)`` as :func:`load_speech_separator`.
-    """
-    from avsplit.models.instruments import QuerySeparator
-
-    return _load_mask_network("instrument-separator", QuerySeparator, path, device)
+    """The query-conditioned instrument separator (:func:`load_network` of
+    ``instrument-separator``)."""
+    return load_network("instrument-separator", path, device)

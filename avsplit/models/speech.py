@@ -33,7 +33,7 @@ class SpeechSeparatorConfig:
     sample_rate: int = 16000
     n_fft: int = 512
     hop: int = 256
-    n_speakers: int = 3
+    n_speakers: int = 2
     proj: int = 128
     hidden: int = 192
     layers: int = 2
@@ -94,7 +94,8 @@ class SpeechSeparator(nn.Module):
 
     def to_checkpoint(self) -> dict:
         """``{"config": dict, "state_dict": ...}`` as stored in ``weights/``."""
-        return {"config": asdict(self.config), "state_dict": self.state_dict()}
+        return {"config": asdict(self.config), "state_dict": self.state_dict(),
+                "network": "avsplit.models.speech:SpeechSeparator"}
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict) -> "SpeechSeparator":

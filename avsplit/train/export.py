@@ -21,11 +21,14 @@ import torch
 
 def export(checkpoint: Path, out: Path, config_updates: dict | None = None) -> str:
     """Write ``{"config", "state_dict", "meta"}`` (float32) to ``out``; return its sha256."""
-    ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
     model = ck["model"]
-    meta = {k: ck[k] for k in ("step", "val_si_sdri", "val") if k in ck}
+    meta = {k: ck[k] for k in ("step", "val_si_sdri", "val", "cpu_s") if k in ck}
     config = {**model["config"], **(config_updates or {})}
-    torch.save({"config": config, "state_dict": model["state_dict"], "meta": meta}, out)
+    payload = {"config": config, "state_dict": model["state_dict"], "meta": meta}
+    if "network" in model:
+        payload["network"] = model["network"]
+    torch.save(payload, out)
     return hashlib.sha256(out.read_bytes()).hexdigest()
 
 

@@ -20,7 +20,8 @@ import torch
 def fit(model, out: Path, loss_of: Callable[[np.random.Generator], torch.Tensor],
         evaluate: Callable[[], dict[str, float]], steps: int, lr: float = 1e-3,
         eval_every: int = 250, checkpoint_minutes: float = 5.0, seed: int = 0,
-        init: Path | None = None) -> Path:
+        init: Path | None = None,
+        score: Callable[[dict[str, float]], float] | None = None) -> Path:
     """Train (or resume) ``model`` until ``steps``.
 
     Args:
@@ -31,30 +32,40 @@ def fit(model, out: Path, loss_of: Callable[[np.random.Generator], torch.Tensor]
             mean decides ``best.pt``).
         steps: total optimiser steps; the learning rate decays from ``lr`` to ``lr / 10``
             (cosine).
-        init: a checkpoint with the same layer shapes to start from (ignored when resuming).
+        init: a checkpoint or exported weights file with the same layer shapes to start from
+            (ignored when resuming); the step stored in it continues the schedule and the
+            CPU-time count, with a fresh optimiser.
+        score: ``metrics -> float`` that decides ``best.pt`` (default: the mean of all).
 
     Returns:
         Path of ``out/best.pt``.
     """
     out.mkdir(parents=True, exist_ok=True)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    step, best = 0, -math.inf
-    if init is not None:
-        model.load_state_dict(torch.load(init, weights_only=False)["model"]["state_dict"])
+    step, best, cpu_before = 0, -math.inf, 0.0
+    score = score or (lambda metrics: float(np.mean(list(metrics.values()))))
     if (out / "last.pt").exists():
-        ck = torch.load(out / "last.pt", weights_only=False)
+        ck = torch.load(out / "last.pt", weights_only=True)
         model.load_state_dict(ck["model"]["state_dict"])
         opt.load_state_dict(ck["optimizer"])
-        step, best = ck["step"], ck["best"]
+        step, best, cpu_before = ck["step"], ck["best"], ck.get("cpu_s", 0.0)
         print(f"resumed at step {step}", flush=True)
+    elif init is not None:
+        ck = torch.load(init, map_location="cpu", weights_only=True)
+        weights = ck["model"] if "model" in ck else ck
+        model.load_state_dict(weights["state_dict"])
+        meta = ck.get("meta", ck)
+        step, cpu_before = int(meta.get("step", 0)), float(meta.get("cpu_s", 0.0))
+        print(f"warm start from {init} at step {step}", flush=True)
     rng = np.random.default_rng(seed + step)
     last_save = t0 = time.time()
+    cpu0 = time.process_time()
     losses: list[float] = []
 
     def save(name: str, extra: dict | None = None):
         tmp = out / f".{name}.tmp"
         payload = {"model": model.to_checkpoint(), "optimizer": opt.state_dict(), "step": step,
-                   "best": best, **(extra or {})}
+                   "best": best, "cpu_s": cpu_before + time.process_time() - cpu0, **(extra or {})}
         torch.save(payload, tmp)
         tmp.replace(out / name)
 
@@ -72,15 +83,16 @@ def fit(model, out: Path, loss_of: Callable[[np.random.Generator], torch.Tensor]
         if step % eval_every == 0 or step == steps:
             model.eval()
             metrics = evaluate()
-            score = float(np.mean(list(metrics.values())))
+            value = score(metrics)
             record = {"step": step, "loss": float(np.mean(losses)), "val": metrics,
-                      "elapsed_s": round(time.time() - t0, 1)}
+                      "elapsed_s": round(time.time() - t0, 1),
+                      "cpu_h": round((cpu_before + time.process_time() - cpu0) / 3600, 3)}
             losses = []
             with open(out / "log.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
             print(json.dumps(record), flush=True)
-            if score > best:
-                best = score
+            if value > best:
+                best = value
                 save("best.pt", {"val": metrics})
         if time.time() - last_save > checkpoint_minutes * 60 or step == steps:
             save("last.pt")

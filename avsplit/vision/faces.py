@@ -36,15 +36,14 @@ class FaceObservation:
         box: ``[4]`` float32 ``(x0, y0, x1, y1)`` normalised to 0..1 (from the landmarks).
         score: presence confidence 0..1 (1.0 when MediaPipe gives none).
         landmarks: ``[N, 3]`` float32 normalised mesh points (x, y in 0..1 of width/height).
-        jaw_opening: lower lip to nose tip over face height (unitless, ~0.15-0.35).
-        lip_opening: inner-lip gap over face height (unitless, ~0-0.1).
+        jaw_opening: lower lip to nose tip over face height (unitless, ~0.15-0.35); the
+            design doc measured it as the best synchrony feature (better than the inner-lip gap).
     """
 
     box: np.ndarray
     score: float
     landmarks: np.ndarray
     jaw_opening: float
-    lip_opening: float
 
 
 def mouth_openings(landmarks: np.ndarray, width: int, height: int) -> tuple[float, float]:
@@ -140,10 +139,10 @@ class FaceAnalyzer:
             if presence < self.min_presence:
                 continue
             lm = points / np.array([w, h, w], np.float32)
-            jaw, lips = mouth_openings(lm, w, h)
+            jaw, _ = mouth_openings(lm, w, h)
             mesh_box = np.array([lm[:, 0].min(), lm[:, 1].min(), lm[:, 0].max(), lm[:, 1].max()], np.float32)
             faces.append(FaceObservation(np.clip(mesh_box, 0, 1), float(d.categories[0].score) * presence,
-                                         lm, jaw, lips))
+                                         lm, jaw))
         return faces
 
     def close(self) -> None:

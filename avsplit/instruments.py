@@ -1,0 +1,262 @@
+"""What instruments a clip holds and their masks: the picture's detections settled by the audio.
+
+Shared by ``avsplit separate --mode instruments`` (:mod:`avsplit.modes.instruments`) and
+``avsplit localize`` (one colour per instrument). The picture names the instruments
+(:class:`avsplit.vision.instruments.InstrumentRecognizer` on a few frames), the
+query-conditioned separator gives each label's mask; near-confusions within a family are
+settled by what the separator hears (DMMAN's matching of visual and audio evidence, Hu et al.
+2021); ``--query`` names the labels instead of the picture.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from avsplit.clip import ANALYSIS_MAX_SIDE, Clip
+from avsplit.engine import Engine
+from avsplit.errors import AvsplitError
+from avsplit.progress import Progress
+
+SILENT_SHARE = 0.01   # a stem with < 1 % of the mixture's energy (-20 dB) is called silent
+
+RECOGNITION_FRAMES = 8
+# visual confidence under which the audio may change a label within its family; low, because
+# the separator's label scores confuse relatives on real recordings (on the av/music clips it
+# heard a violin as a cello and an accordion as an organ), so only a barely-sure picture yields
+RELABEL_BELOW = 0.25
+FAMILIES = (
+    ("acoustic_guitar", "electric_guitar", "banjo", "harp"),
+    ("piano", "organ", "accordion", "marimba", "xylophone", "harmonica"),
+    ("violin", "viola", "cello", "double_bass", "erhu"),
+    ("trumpet", "trombone", "french_horn", "tuba"),
+    ("flute", "oboe", "clarinet", "saxophone", "bassoon"),
+)
+
+
+@dataclass
+class InstrumentStem:
+    """One stem to write in ``--mode instruments``.
+
+    Attributes:
+        name: file stem (``violin``, ``violin-2``); label: instrument label.
+        mask_index: row of the mask array this stem comes from; share: split of that mask
+            between instances of the same label (1 / instances).
+        box: ``[x0, y0, x1, y1]`` in pixels of the video frame, or None (``--query``).
+        visual_confidence: 0..1 from the picture, None with ``--query``.
+        relabelled_from: the picture's label when the audio changed it to a near relative.
+    """
+
+    name: str
+    label: str
+    mask_index: int
+    share: float = 1.0
+    box: list[float] | None = None
+    visual_confidence: float | None = None
+    relabelled_from: str | None = None
+
+
+def recognise_instruments(clip: Clip, engine: Engine, progress: Progress):
+    """Instruments seen in a video: a few frames spread over the clip through the engine's
+    :class:`avsplit.vision.instruments.InstrumentRecognizer`. Uses
+    ``clip.cache["recognition_frames"]`` (see :class:`RecognitionFrames`) when a mode already
+    decoded the video, so the clip is decoded once.
+
+    Returns ``(detections, model_ids)``; boxes in pixels of the original picture.
+    """
+    info = clip.info
+    advance = progress.stage("recognising instruments", 1)
+    duration = info.video.duration or info.duration or 1.0
+    picked = clip.cache.get("recognition_frames")
+    if picked:
+        frames = list(picked)
+    else:
+        fps = min(2.0, RECOGNITION_FRAMES / max(duration, 0.1))
+        frames = [f for _, f in clip.frames(ANALYSIS_MAX_SIDE, fps=fps)][:RECOGNITION_FRAMES]
+    recognizer, model_id = engine.instrument_recognizer()
+    detections = recognizer.recognize(frames) if frames else []
+    if detections and info.video.width:  # boxes in pixels of the original picture
+        scale = info.video.width / frames[0].shape[1]
+        detections = [dataclasses.replace(d, box=tuple(float(v) * scale for v in d.box))
+                      for d in detections]
+    advance(1)
+    return detections, [model_id]
+
+
+class RecognitionFrames:
+    """Keeps the :data:`RECOGNITION_FRAMES` frames spread over a clip from a stream of frames
+    a mode decodes anyway (the first frame at or after each of the evenly spaced times).
+
+    Args:
+        duration: the clip's duration in seconds.
+    """
+
+    def __init__(self, duration: float):
+        n = RECOGNITION_FRAMES
+        self.due = list((np.arange(n) + 0.5) * max(duration, 0.1) / n)
+        self.frames: list[np.ndarray] = []
+
+    def watch(self, frames):
+        """Pass ``(t, frame)`` pairs through, keeping the ones due."""
+        for t, frame in frames:
+            if self.due and t >= self.due[0] - 1e-6:
+                self.frames.append(frame.copy())
+                while self.due and t >= self.due[0] - 1e-6:
+                    self.due.pop(0)
+            yield t, frame
+
+
+def _energy_share(masks: np.ndarray, power: np.ndarray) -> np.ndarray:
+    """Share of the mixture's energy under each mask: ``[Q, F, T]`` masks, ``[F, T]`` power."""
+    if not len(masks):
+        return np.zeros(0)
+    return np.array([float((m.astype(np.float32) ** 2 * power).sum()) for m in masks]
+                    ) / max(float(power.sum()), 1e-12)
+
+
+def plan_instrument_stems(detections, audio_share) -> tuple[list[InstrumentStem], list[str]]:
+    """Turn picture detections into stems, using the audio to settle near-confusions.
+
+    A detection the picture is unsure of (confidence < :data:`RELABEL_BELOW`) whose label the
+    separator hears little of (< 4 x the silent share) while a member of the same family
+    (guitar/banjo, piano/organ/accordion, ...) is clearly heard (> 10 %) is relabelled to that
+    relative (DMMAN's matching of visual and audio evidence). A confident detection keeps its
+    label: the separator's label scores are less reliable than a sure picture.
+
+    Args:
+        detections: ``InstrumentDetection`` s from the recogniser (label, box, confidence).
+        audio_share: ``label -> share of the mixture's energy`` (0..1) for every label asked.
+
+    Returns:
+        ``(stems, labels)``: the stems to write and the distinct labels whose masks they need.
+    """
+    stems: list[InstrumentStem] = []
+    labels: list[str] = []
+    named: dict[str, int] = {}
+    for det in detections:
+        label, relabelled = det.label, None
+        family = next((f for f in FAMILIES if label in f), (label,))
+        best = max(family, key=lambda lab: audio_share.get(lab, 0.0))
+        if (det.confidence < RELABEL_BELOW and audio_share.get(label, 0.0) < 4 * SILENT_SHARE
+                and best != label and audio_share.get(best, 0.0) > 0.1):
+            label, relabelled = best, det.label
+        if label not in labels:
+            labels.append(label)
+        named[label] = named.get(label, 0) + 1
+        name = label if named[label] == 1 else f"{label}-{named[label]}"
+        stems.append(InstrumentStem(name, label, labels.index(label), 1.0,
+                                    [round(float(v), 1) for v in det.box],
+                                    round(float(det.confidence), 3), relabelled))
+    for st in stems:
+        st.share = 1.0 / named[st.label]
+    return stems, labels
+
+
+@dataclass
+class InstrumentAnalysis:
+    """What the picture and the separator found in one clip (``--mode instruments``).
+
+    Attributes:
+        stems: the stems to write, in order (see :class:`InstrumentStem`).
+        labels: the distinct labels; ``masks[i]`` belongs to ``labels[i]``.
+        masks: ``[len(labels), bins, frames]`` model-rate masks, scaled so that their sum
+            never exceeds one (what no instrument takes is the residual).
+        share: ``[len(labels)]`` share of the mixture's energy under each mask (0..1).
+        separator: the :class:`avsplit.separator.Separator` the masks come from (its
+            ``rate``, ``hop`` and ``n_fft`` give their grid).
+        detections: the recogniser's detections (empty with ``--query``).
+        model_ids: ``{"name", "file", "sha256"}`` of the models used.
+        notes: what the manifest should tell the user.
+    """
+
+    stems: list[InstrumentStem]
+    labels: list[str]
+    masks: np.ndarray
+    share: np.ndarray
+    separator: object
+    detections: list
+    model_ids: list[dict]
+    notes: list[str]
+
+
+def analyse_instruments(clip: Clip, engine: Engine, query: list[str] | None,
+                        weights: Path | None, progress: Progress) -> InstrumentAnalysis:
+    """Find the instruments of a clip (picture + audio, or ``query``) and their masks.
+
+    Raises:
+        AvsplitError: an unknown ``query`` label, or unusable separator weights.
+    """
+    from avsplit.apply import limit_total
+    from avsplit.labels import normalize_label
+
+    separator = engine.separator("instrument-separator", weights)
+    rate = separator.rate
+    model_ids = [separator.model_id]
+    notes: list[str] = []
+    detections: list = []
+    mono = clip.mono(rate)
+    power = (clip.stft(rate, separator.n_fft, separator.hop).abs() ** 2).numpy()
+    if query:
+        try:
+            labels = list(dict.fromkeys(normalize_label(q) for q in query))
+        except ValueError as exc:
+            raise AvsplitError(str(exc)) from None
+        stems = [InstrumentStem(lab, lab, i) for i, lab in enumerate(labels)]
+        step = progress.stage("separating instruments", 1)
+        masks = separator.masks(mono, labels)
+        step(1)
+    else:
+        detections, ids = recognise_instruments(clip, engine, progress)
+        model_ids += ids
+        step = progress.stage("separating instruments", 1)
+        candidates = list(dict.fromkeys(lab for d in detections for f in FAMILIES + ((d.label,),)
+                                        if d.label in f for lab in f))
+        cand_masks = separator.masks(mono, candidates)
+        share = dict(zip(candidates, _energy_share(cand_masks, power)))
+        stems, labels = plan_instrument_stems(detections, share)
+        masks = (cand_masks[[candidates.index(lab) for lab in labels]] if labels
+                 else cand_masks[:0])
+        step(1)
+        if not detections:
+            notes.append("no instrument recognised in the picture: all sound is in the residual "
+                         "(name the instruments with --query to separate them)")
+        for st in stems:
+            if st.relabelled_from:
+                notes.append(f"{st.name}: seen as {st.relabelled_from}, heard as {st.label}")
+    # masks of different labels may overlap; scale them so that they never take more than the
+    # whole mixture, and the residual is what no instrument took
+    masks = limit_total(masks)
+    share = _energy_share(masks, power) if len(masks) else np.zeros(0)
+    return InstrumentAnalysis(stems, labels, masks, share, separator, detections, model_ids, notes)
+
+
+def separate_queries(separator, mixture: np.ndarray, rate: int, labels: list[str],
+                     exclusive: bool = True) -> np.ndarray:
+    """Stems of the asked-for instruments from an in-memory recording, as ``--query`` makes them.
+
+    Masks of the distinct labels (:meth:`avsplit.separator.Separator.masks`), limited to a sum
+    of one (``exclusive``: stems never add up to more than the mixture), applied to every
+    channel at the input rate.
+
+    Args:
+        separator: the instrument :class:`avsplit.separator.Separator`.
+        mixture: ``[channels, samples]`` float32 at ``rate`` Hz.
+        labels: instrument labels; a repeated label gets the same stem.
+
+    Returns:
+        ``[len(labels), channels, samples]`` float32.
+
+    Raises:
+        ValueError: a label the network does not know.
+    """
+    from avsplit.apply import limit_total
+
+    distinct = list(dict.fromkeys(labels))
+    masks = separator.masks(separator.mono(mixture, rate), distinct)
+    if exclusive:
+        masks = limit_total(masks)
+    stems = separator.apply(mixture, rate, masks)
+    return stems[[distinct.index(lab) for lab in labels]]

@@ -1,0 +1,89 @@
+"""``avsplit separate`` for one clip: check the input, let the mode plan its stems, write them.
+
+Thin over the pieces (as demucs' ``separate.py`` over ``apply.py``): the :class:`~avsplit.clip.Clip`
+decodes once, the :class:`~avsplit.engine.Engine` holds the models, the mode
+(:mod:`avsplit.modes.speech` or :mod:`avsplit.modes.instruments`) returns a
+:class:`~avsplit.modes.plan.Plan`, and :class:`~avsplit.outputs.ClipWriter` renders the stems
+block by block into a temporary folder that replaces ``OUTDIR/<folder>`` whole.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from avsplit.clip import Clip
+from avsplit.engine import Engine
+from avsplit.errors import AvsplitError
+from avsplit.modes import instruments, speech
+from avsplit.modes.plan import MODES, SILENT_SHARE, SeparateOptions
+from avsplit.outputs import ClipWriter
+from avsplit.progress import NullProgress, Progress
+from avsplit.results import Result
+
+
+def check_input(clip: Clip, options: SeparateOptions) -> None:
+    """Raise :class:`AvsplitError` (one line) when ``clip`` cannot be used in ``options.mode``."""
+    path, info = clip.path, clip.info
+    if options.mode not in MODES:
+        raise AvsplitError(f"unknown mode '{options.mode}'; choose one of {', '.join(MODES)}")
+    if not info.has_audio:
+        raise AvsplitError(f"{path} has no audio stream; there is nothing to separate")
+    if options.mode == "instruments":
+        if not info.has_video and not options.query:
+            raise AvsplitError(f"{path} has no video stream, so no instrument can be seen; "
+                               "name the instruments with --query (e.g. --query violin,cello)")
+    elif not info.has_video:
+        raise AvsplitError(f"{path} has no video stream; --mode {options.mode} needs faces to "
+                           "look at (audio-only input works with --mode instruments --query)")
+
+
+def input_entry(clip: Clip, options: SeparateOptions) -> dict:
+    """The manifest's ``input`` entry."""
+    info = clip.info
+    return {"path": str(clip.path), "duration": info.duration, "sample_rate": clip.rate,
+            "channels": clip.channels, "samples": clip.samples,
+            "audio_stream": options.audio_stream,
+            "video": None if info.video is None else {
+                "width": info.video.width, "height": info.video.height,
+                "fps": info.video.fps, "codec": info.video.codec}}
+
+
+def separate_clip(clip: Clip, engine: Engine, options: SeparateOptions, outdir: Path,
+                  folder: str | None = None, progress: Progress | None = None) -> Result:
+    """Separate one clip and write ``OUTDIR/<folder>/`` (stems, remuxes, ``manifest.json``).
+
+    Args:
+        folder: the clip folder's name (default: the input's stem; the CLI gives ``clip-2``
+            to a second input named ``clip``).
+
+    Returns:
+        The :class:`~avsplit.results.Result` (what ``manifest.json`` holds).
+
+    Raises:
+        AvsplitError / MediaError: the input cannot be used in this mode, or writing failed
+            (one-line message); nothing is left in ``outdir`` for this input, and an earlier
+            folder of the same name is kept.
+    """
+    progress = progress or NullProgress()
+    check_input(clip, options)
+    clip.samples  # decode now: a bad audio stream fails before any model runs
+    mode = instruments if options.mode == "instruments" else speech
+    plan = mode.plan(clip, engine, options, progress)
+    folder = folder or clip.path.stem
+    result = Result(input_entry(clip, options), options.mode, folder, Path(outdir), plan.models,
+                    [*plan.stems, plan.rest], plan.tracks, plan.sources, list(plan.notes),
+                    dict(plan.extra))
+    advance = progress.stage("writing outputs", len(result.stems) + 1)
+    with ClipWriter(outdir, folder, options.fmt) as writer:
+        blocks = plan.separator.render(clip.read, clip.samples, clip.rate, plan.masks,
+                                       plan.weights)
+        writer.write_stems(result.stems, blocks, clip.rate, clip.channels)
+        advance(1)
+        for st in result.stems:
+            if "silent" in st.fields and options.mode != "instruments":
+                st.fields["silent"] = bool(st.fields["silent"] or st.energy_share < SILENT_SHARE)
+        if options.video and clip.has_video:
+            writer.remux(result.stems, clip.path, clip.info.video.index)
+        advance(len(result.stems))
+        writer.commit(result)
+    return result
