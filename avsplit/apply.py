@@ -97,10 +97,16 @@ def estimate_masks(masks_of: Callable[[torch.Tensor], np.ndarray], wave: np.ndar
 
 
 def combine(masks: np.ndarray, weights: np.ndarray, f0: int = 0, f1: int | None = None) -> np.ndarray:
-    """Weighted sums of mask slots over frames ``f0:f1``: ``weights [G, slots]`` ->
-    ``[G, bins, f1 - f0]`` float32."""
+    """Weighted sums of mask slots over frames ``f0:f1``.
+
+    ``weights`` is ``[G, slots]`` (the same for every frame) or ``[G, slots, frames]`` (per
+    mask frame: decisions that change over time); returns ``[G, bins, f1 - f0]`` float32.
+    """
     part = masks[:, :, f0:f1].astype(np.float32)
-    return np.einsum("gs,sft->gft", np.asarray(weights, np.float32), part)
+    w = np.asarray(weights, np.float32)
+    if w.ndim == 3:
+        return np.einsum("gst,sft->gft", w[:, :, f0:f1], part)
+    return np.einsum("gs,sft->gft", w, part)
 
 
 def output_stft(rate: int, model_rate: int, model_n_fft: int, model_hop: int) -> tuple[int, int]:
@@ -121,7 +127,8 @@ def render_blocks(read: Callable[[int, int], np.ndarray], n_samples: int, rate: 
         read: ``(start, stop) -> [channels, n]`` float32 samples of the mixture at ``rate``.
         n_samples: the mixture's length.
         masks: ``[slots, bins, frames]`` at ``model_rate`` (hop ``model_hop`` samples).
-        weights: ``[G, slots]``: stem ``g`` gets mask ``sum_s weights[g, s] * masks[s]``.
+        weights: ``[G, slots]`` or ``[G, slots, frames]`` (per mask frame): stem ``g`` gets mask
+            ``sum_s weights[g, s] * masks[s]``.
         model_n_fft, model_hop: the model's STFT; the output STFT has the same durations.
         block_s: seconds of output per block (rounded to whole hops).
 

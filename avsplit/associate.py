@@ -98,7 +98,8 @@ def _pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def sync_score(wave: np.ndarray, rate: int, track: VisualTrack, lags_s: np.ndarray = LAGS_S,
-               n_null: int = 40, envelope: tuple[np.ndarray, np.ndarray] | None = None) -> SyncScore:
+               n_null: int = 40, envelope: tuple[np.ndarray, np.ndarray] | None = None,
+               lag_prior: float = LAG_PRIOR) -> SyncScore:
     """Synchrony of a source waveform with a face track's jaw opening.
 
     Args:
@@ -106,6 +107,8 @@ def sync_score(wave: np.ndarray, rate: int, track: VisualTrack, lags_s: np.ndarr
         track: a face :class:`VisualTrack` (``activity`` = jaw opening, NaN where unseen).
         lags_s: audio lags to search, seconds (default -0.3..+0.3 s in 20 ms steps).
         n_null: number of circular shifts for the null distribution.
+        lag_prior: r penalty at 0.35 s from the natural lag (quadratic); 0 for an offset
+            search that must find lags far from natural (``avsplit sync``).
 
     Returns:
         A :class:`SyncScore`; ``r = z = 0`` when the face is seen in fewer than 10 frames.
@@ -118,7 +121,7 @@ def sync_score(wave: np.ndarray, rate: int, track: VisualTrack, lags_s: np.ndarr
         return SyncScore(track.track_id, 0.0, 0.0, 0.0, int(len(act)))
     duration = env_t[-1] + ENV_HOP_S
 
-    penalty = LAG_PRIOR * ((lags_s - NATURAL_LAG_S) / 0.35) ** 2
+    penalty = lag_prior * ((lags_s - NATURAL_LAG_S) / 0.35) ** 2
 
     def best_r(shift: float) -> tuple[float, float]:
         times = (t[None, :] + lags_s[:, None] + shift) % duration
@@ -201,3 +204,96 @@ def associate_envelopes(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[V
                                   float(level[k]), scores[k],
                                   f"no face in sync (best face {best.track_id}: r={best.r:.2f}, z={best.z:.1f})"))
     return out
+
+
+WINDOW_S = 20.0
+WINDOW_HOP_S = 10.0
+
+
+@dataclass
+class WindowDecision:
+    """The association decisions of one time window.
+
+    Attributes:
+        start_s, end_s: the window (seconds of the clip).
+        assignments: one :class:`Assignment` per source, decided on this window alone.
+    """
+
+    start_s: float
+    end_s: float
+    assignments: list[Assignment]
+
+
+def _window_track(track: VisualTrack, start: float, end: float) -> VisualTrack:
+    keep = (track.timestamps >= start) & (track.timestamps < end)
+    return VisualTrack(track.track_id, track.kind, track.timestamps[keep] - start,
+                       track.boxes[keep], track.activity[keep], track.label, track.score)
+
+
+def associate_windows(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[VisualTrack],
+                      window_s: float = WINDOW_S, hop_s: float = WINDOW_HOP_S,
+                      **thresholds) -> list[WindowDecision]:
+    """:func:`associate_envelopes` per sliding window, so decisions follow speakers who come
+    and go in long videos (and a chunk-to-chunk slot swap of the separator cannot mislead a
+    whole-clip correlation). A clip up to ``1.5 * window_s`` long is one window.
+
+    Args:
+        envelopes: ``[K, N]``; env_t: ``[N]`` seconds; tracks: face tracks (real timestamps).
+        window_s, hop_s: window length and hop in seconds (the last window ends at the clip's
+            end and is at least ``window_s`` long when the clip is).
+
+    Returns:
+        Windows in time order, covering ``[0, duration]``.
+    """
+    duration = float(env_t[-1] + ENV_HOP_S) if len(env_t) else 0.0
+    if duration <= 1.5 * window_s:
+        starts = [0.0]
+        window_s = duration
+    else:
+        starts = list(np.arange(0.0, duration - window_s + 1e-9, hop_s))
+        if starts[-1] + window_s < duration - 1e-6:
+            starts.append(duration - window_s)
+    out = []
+    for w0 in starts:
+        w1 = w0 + window_s
+        keep = (env_t >= w0) & (env_t < w1)
+        wt = [_window_track(t, w0, w1) for t in tracks]
+        wt = [t for t in wt if np.isfinite(t.boxes[:, 0]).sum() >= 10]
+        decisions = associate_envelopes(envelopes[:, keep], env_t[keep] - w0, wt, **thresholds)
+        out.append(WindowDecision(float(w0), float(min(w1, duration)), decisions))
+    return out
+
+
+def frame_weights(windows: list[WindowDecision], groups: list, n_slots: int,
+                  frame_times: np.ndarray, fade_s: float = 0.5) -> np.ndarray:
+    """Per-frame stem weights from windowed decisions.
+
+    Each frame follows the window whose centre is nearest; at the switch between two windows
+    the weights are cross-faded over ``fade_s`` seconds.
+
+    Args:
+        groups: per stem, ``assignments -> list of slot indices`` (a function), e.g. the
+            on-screen slots, or the slots matched to one face.
+        frame_times: ``[T]`` seconds of the mask frames.
+
+    Returns:
+        ``[len(groups), n_slots, T]`` float32 in 0..1.
+    """
+    per_window = np.zeros((len(windows), len(groups), n_slots), np.float32)
+    for w, win in enumerate(windows):
+        for g, pick in enumerate(groups):
+            per_window[w, g, pick(win.assignments)] = 1.0
+    centres = np.array([(w.start_s + w.end_s) / 2 for w in windows])
+    if len(windows) == 1:
+        return np.repeat(per_window[0][:, :, None], len(frame_times), axis=2)
+    # position between window centres, as a fractional window index with a short linear fade
+    bounds = (centres[1:] + centres[:-1]) / 2  # switch points
+    pos = np.searchsorted(bounds, frame_times).astype(np.float64)
+    for b_idx, b in enumerate(bounds):
+        near = np.abs(frame_times - b) < fade_s / 2
+        pos[near] = b_idx + 0.5 + (frame_times[near] - b) / fade_s
+    lo = np.clip(np.floor(pos).astype(int), 0, len(windows) - 1)
+    hi = np.clip(lo + 1, 0, len(windows) - 1)
+    frac = (pos - np.floor(pos)).astype(np.float32)
+    w = per_window[lo] * (1 - frac)[:, None, None] + per_window[hi] * frac[:, None, None]
+    return np.ascontiguousarray(w.transpose(1, 2, 0))

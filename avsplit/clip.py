@@ -140,20 +140,17 @@ class Clip:
             import soxr
 
             n_out = int(round(self.samples * rate / self.rate))
-            if rate == self.rate:
-                parts = [self.read(s, s + (1 << 20)).mean(axis=0)
-                         for s in range(0, self.samples, 1 << 20)]
-            else:
-                stream = soxr.ResampleStream(self.rate, rate, 1, dtype="float32", quality="HQ")
-                parts = []
-                block = 1 << 20
-                for s in range(0, max(self.samples, 1), block):
-                    x = self.read(s, s + block).mean(axis=0).astype(np.float32)
-                    last = s + block >= self.samples
-                    parts.append(stream.resample_chunk(x, last=last))
-            y = np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
-            if len(y) < n_out:
-                y = np.pad(y, (0, n_out - len(y)))
+            y = np.zeros(n_out, np.float32)
+            block, pos = 1 << 20, 0
+            stream = (None if rate == self.rate else
+                      soxr.ResampleStream(self.rate, rate, 1, dtype="float32", quality="HQ"))
+            for s in range(0, max(self.samples, 1), block):
+                x = self.read(s, s + block).mean(axis=0).astype(np.float32)
+                if stream is not None:
+                    x = stream.resample_chunk(x, last=s + block >= self.samples)
+                x = x[: n_out - pos]
+                y[pos:pos + len(x)] = x
+                pos += len(x)
             self._mono[rate] = np.ascontiguousarray(y[:n_out])
         return self._mono[rate]
 

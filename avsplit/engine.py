@@ -125,6 +125,19 @@ class Engine:
             self._separators[key] = Separator(model, model_id, self.device)
         return self._separators[key]
 
+    def speech_enhancer(self):
+        """The pretrained speech enhancer (:class:`avsplit.models.enhancer.SpeechEnhancer`,
+        DTLN on the CPU), loaded once per engine.
+
+        Raises:
+            AvsplitError / WeightsUnavailableError: its weights are missing or corrupt.
+        """
+        if "enhancer" not in self._separators:
+            from avsplit.models.enhancer import SpeechEnhancer
+
+            self._separators["enhancer"] = SpeechEnhancer()
+        return self._separators["enhancer"]
+
     # -- vision -------------------------------------------------------------------------
     def instrument_recognizer(self):
         """``(InstrumentRecognizer, model_id)``, loaded once per engine."""

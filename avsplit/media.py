@@ -274,7 +274,8 @@ def iter_frames(path: PathLike, max_side: int | None = 640,
         vs = _video_stream(container)
         if vs is None:
             raise MediaError(f"{path} has no video stream; give a video file.")
-        vs.thread_type = "AUTO"
+        if own:  # a reused container's codec may already be open (its threading is set)
+            vs.thread_type = "AUTO"
         start = container.start_time / av.time_base if container.start_time is not None else 0.0
         rate = float(vs.average_rate or vs.guessed_rate or 25)
         step = 1.0 / fps if fps else 0.0

@@ -325,7 +325,7 @@ def write_overlay(clip: Clip, overlay_path: Path, times: np.ndarray, heat: np.nd
     advance = progress.stage("writing overlay", total)
     # a fresh open of the input for this second decode (the clip's container has decoded the
     # analysis frames already and its codec cannot be set up again)
-    frames: Iterator = media.iter_frames(clip.path, max_side=max_side)
+    frames: Iterator = clip.frames(max_side=max_side)  # the clip's open container: no new open
     first = next(frames, None)
     if first is None:
         raise AvsplitError(f"{clip.path}: no video frame could be decoded; re-encode the file "

@@ -74,7 +74,7 @@ def _measure(clip: Clip, engine: Engine, progress: Progress) -> dict:
     if not tracks:
         raise AvsplitError(f"{path}: no face found; sync reads the lips of a visible speaker")
     env = speech_envelope(mono, ENV_RATE)
-    scores = [sync_score(mono, ENV_RATE, t, lags_s=SEARCH_LAGS_S, envelope=env) for t in tracks]
+    scores = [sync_score(mono, ENV_RATE, t, lags_s=SEARCH_LAGS_S, envelope=env, lag_prior=0.0) for t in tracks]
     best = max(scores, key=lambda s: s.z)
     offset = round(best.lag_s - NATURAL_LAG_S, 3)
     return {"input": str(path), "offset_s": offset, "in_sync": abs(offset) <= TOLERANCE_S,

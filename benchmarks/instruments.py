@@ -50,7 +50,7 @@ from report import run_separate, write_section
 import soundfile as sf
 import torch
 
-from avsplit.apply import separate_queries
+from avsplit.instruments import separate_queries
 from avsplit.audio import istft, stft
 from avsplit.labels import normalize_label
 
@@ -317,7 +317,7 @@ def nmf_supervised_estimates(mix: np.ndarray, rate: int, labels: list[str],
     parts = np.stack([Ws[i] @ H[k[i]:k[i + 1]] for i in range(len(Ws))])
     masks = (parts / (parts.sum(0, keepdims=True) + 1e-12)).astype(np.float32)
     return apply_masks(mix[None].astype(np.float32), rate, masks, NMF_RATE, NMF_HOP,
-                       window_s=NMF_FFT / NMF_RATE)[:, 0]
+                       NMF_FFT)[:, 0]
 
 
 def bss(refs: np.ndarray, ests: np.ndarray) -> np.ndarray:
@@ -354,7 +354,7 @@ def recognition(data: Path, limit: int | None, device: str) -> list[dict] | str:
     """Recognised vs shown instruments per real clip; a string says why it was skipped."""
     try:
         from avsplit import media
-        from avsplit.pipelines import RECOGNITION_FRAMES
+        from avsplit.instruments import RECOGNITION_FRAMES
         from avsplit.vision.instruments import InstrumentRecognizer
 
         recognizer = InstrumentRecognizer(device=device)
@@ -656,14 +656,14 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     sets = set(args.sets.split(","))
-    from avsplit.models.registry import load_instrument_separator
+    from avsplit.engine import Engine
 
-    model, model_id = load_instrument_separator(args.weights, device=args.device)
+    model = Engine(args.device).separator("instrument-separator", args.weights)
+    model_id = model.model_id
     if (args.pools / "pool-train.pt").exists() or (args.pools / "nmf-dictionaries.npz").exists():
         NMF_DICTS.update(learn_nmf_dictionaries(args.pools))
     else:
         print(f"supervised NMF skipped: no {args.pools}/pool-train.pt", flush=True)
-    model.eval()
     items, skipped, synth_note = [], [], None
     if "music" in sets:
         music, skipped = music_items(args.data)

@@ -30,13 +30,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from report import run_separate, write_section
+from report import held_out_voice, run_separate, write_section
 import torch
 
 from avsplit import media
-from avsplit.apply import separate_masks
-from avsplit.audio import apply_masks, istft, resample, si_sdr, stft
-from avsplit.models.registry import load_speech_separator
+from avsplit.audio import istft, si_sdr, stft
+from avsplit.engine import Engine
 from avsplit.train import corpus
 
 CLIP_GLOBS = ["crema_d/*.flv", "grid/*.mpg", "talking_heads/*.mp4", "talking_heads_2/*.mp4",
@@ -55,31 +54,22 @@ def _scale_to(x: np.ndarray, ref: np.ndarray, snr_db: float) -> np.ndarray:
 
 def _interferer(kind: str, i: int, length: int, rate: int, data: Path) -> np.ndarray:
     """A held-out off-screen voice (several utterances back to back) or held-out noise."""
-    rng = np.random.default_rng(100 + i)
     if kind == "speech":
-        speakers = list(corpus.speech_speakers(data, "heldout").values())
-        files = speakers[int(rng.integers(len(speakers)))]
-        parts, total = [], 0
-        while total < length:
-            x = corpus.load_mono(files[int(rng.integers(len(files)))], rate)
-            parts.append(x)
-            total += len(x)
-        y = np.concatenate(parts)
-    else:
-        files = corpus.background_files(data, "heldout")
-        y = corpus.load_mono(files[int(rng.integers(len(files)))], rate)
-        while len(y) < length:
-            y = np.concatenate([y, y])
+        return held_out_voice(100 + i, length, rate, data)
+    rng = np.random.default_rng(100 + i)
+    files = corpus.background_files(data, "heldout")
+    y = corpus.load_mono(files[int(rng.integers(len(files)))], rate)
+    while len(y) < length:
+        y = np.concatenate([y, y])
     start = int(rng.integers(0, len(y) - length + 1))
     return y[start:start + length].astype(np.float32)
 
 
 def _oracle_and_baselines(own: np.ndarray, mix: np.ndarray, rate: int, model) -> dict:
     """SI-SDR (dB, mono) of the oracle slot assignment, loudest-voice baseline and IRM."""
-    cfg = model.config
-    masks = separate_masks(model, resample(mix, rate, cfg.sample_rate))
-    k = cfg.n_speakers
-    slot_stems = apply_masks(mix[None], rate, masks, cfg.sample_rate, cfg.hop)[:, 0]  # [slots, S]
+    masks = model.masks(model.mono(mix, rate))
+    k = model.unordered
+    slot_stems = model.apply(mix[None], rate, masks)[:, 0]  # [slots, S]
     best = -np.inf
     for r in range(1, k + 1):
         for subset in itertools.combinations(range(k), r):
@@ -97,7 +87,7 @@ def _oracle_and_baselines(own: np.ndarray, mix: np.ndarray, rate: int, model) ->
 
 def run(data: Path, work: Path, kinds: list[str], limit: int | None) -> list[dict]:
     clips = sorted(p for g in CLIP_GLOBS for p in (data / "av" / "speech").glob(g))[:limit]
-    model, _ = load_speech_separator()
+    model = Engine("cpu").separator("speech-blstm")
     rows = []
     for kind in kinds:
         for i, clip in enumerate(clips):

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 
 def run_separate(input_path: Path, outdir: Path, *options: str
                  ) -> tuple[subprocess.CompletedProcess, float]:
@@ -34,3 +36,21 @@ def write_section(path: Path, name: str, command: str, body: str, intro: str = "
     else:
         text = text.rstrip() + "\n\n" + (intro + "\n" if intro else "") + block + "\n"
     path.write_text(text)
+
+
+def held_out_voice(seed: int, length: int, rate: int, data: Path) -> np.ndarray:
+    """``length`` samples at ``rate`` Hz of one held-out speaker (``avsplit.train.corpus``):
+    several utterances back to back, a random excerpt; float32 mono."""
+    from avsplit.train import corpus
+
+    rng = np.random.default_rng(seed)
+    speakers = list(corpus.speech_speakers(data, "heldout").values())
+    files = speakers[int(rng.integers(len(speakers)))]
+    parts, total = [], 0
+    while total < length:
+        x = corpus.load_mono(files[int(rng.integers(len(files)))], rate)
+        parts.append(x)
+        total += len(x)
+    y = np.concatenate(parts)
+    start = int(rng.integers(0, len(y) - length + 1))
+    return y[start:start + length].astype(np.float32)

@@ -37,3 +37,23 @@ def voice_like(seed: int, seconds: float = 4.0, rate: int = RATE, f0_range=(100,
     return (0.1 * out / (np.abs(out).max() + 1e-9)).astype(np.float32)
 
 
+
+
+def syllable_spans(seed: int, duration: float) -> list[tuple[float, float]]:
+    """Random syllable-like spans (seconds): 0.12-0.25 s of sound, 0.08-0.3 s gaps."""
+    rng = np.random.default_rng(seed)
+    spans, t = [], 0.3
+    while t < duration - 0.4:
+        d = rng.uniform(0.12, 0.25)
+        spans.append((t, t + d))
+        t += d + rng.uniform(0.08, 0.3)
+    return spans
+
+
+def syllable_envelope(t: np.ndarray, spans) -> np.ndarray:
+    """0..1 amplitude at times ``t`` (seconds): a sine-squared bump per syllable span."""
+    env = np.zeros(len(t))
+    for a, b in spans:
+        m = (t >= a) & (t < b)
+        env[m] = np.sin(np.pi * (t[m] - a) / (b - a)) ** 2
+    return env

@@ -56,7 +56,8 @@ def test_no_face_means_everything_offscreen_and_the_manifest_says_why(separated,
     assert any("no face" in n for n in manifest["notes"])
     on, _ = sf.read(folder / "onscreen.wav")
     assert np.abs(on).max() == 0
-    assert {m["name"] for m in manifest["models"]} == {"speech-blstm", "face-detector", "face-mesh"}
+    assert {m["name"] for m in manifest["models"]} == {"speech-blstm", "dtln-1", "dtln-2",
+                                                       "face-detector", "face-mesh"}
     assert all(len(m["sha256"]) == 64 for m in manifest["models"])
     files = {f["file"]: f for f in manifest["files"]}
     assert files["offscreen.wav"]["onscreen"] is False and files["offscreen.wav"]["time_ranges"]

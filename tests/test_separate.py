@@ -171,3 +171,29 @@ def test_two_inputs_with_the_same_name_get_distinct_folders(two_voices, tmp_path
     second = tmp_path / "b" / "clip.mp4"
     assert [folder_name(first, taken), folder_name(second, taken), folder_name(first, set())] == \
         ["clip", "clip-2", "clip"]
+
+
+def test_windowed_decisions_follow_a_voice_that_changes_slot_halfway():
+    """Over a long input the separator may swap slots between chunks: the windowed decisions
+    follow the face's voice into the other slot, which one whole-clip correlation cannot."""
+    from avsplit.associate import associate_windows, frame_weights
+
+    seconds = 60.0
+    voice = voice_like(30, seconds)
+    other = voice_like(31, seconds, f0_range=(200, 240))
+    half = int(len(voice) / 2)
+    slot0 = np.concatenate([voice[:half], other[half:]])
+    slot1 = np.concatenate([other[:half], voice[half:]])
+    times = np.arange(0, seconds, 0.04)
+    face = VisualTrack(0, "face", times, np.tile([0.1, 0.1, 0.5, 0.6], (len(times), 1)),
+                       _jaw_like(voice, times))
+    envs = [speech_envelope(x, RATE) for x in (slot0, slot1)]
+    windows = associate_windows(np.stack([e for e, _ in envs]), envs[0][1], [face])
+    assert len(windows) >= 4 and windows[0].start_s == 0 and abs(windows[-1].end_s - seconds) < 0.1
+    frames = np.arange(0, seconds, 0.016)
+    weights = frame_weights(windows, [lambda asg: [a.source_index for a in asg if a.onscreen]], 2,
+                            frames)
+    assert weights.shape == (1, 2, len(frames))
+    early, late = frames < 20, frames > 40
+    assert weights[0, 0, early].mean() > 0.9 and weights[0, 1, early].mean() < 0.1
+    assert weights[0, 1, late].mean() > 0.9 and weights[0, 0, late].mean() < 0.1

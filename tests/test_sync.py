@@ -1,7 +1,122 @@
+"""``avsplit sync``: the offset measured from a fake face's jaw opening on a generated clip, and
+``fix_offset`` on a click track.
+
+The measuring clip (5 s, still 320x240 grey picture, 25 fps) has a voice-like buzz shaped by
+random syllables; a fake face tracker (passed through ``Engine(face_tracker=...)``) gives one
+face whose jaw opening follows the same syllables, leading the sound by a chosen time. A
+natural speaker's jaw leads the sound by :data:`avsplit.associate.NATURAL_LAG_S`, which
+``measure_offset`` takes off.
+"""
+
+from __future__ import annotations
+
 import numpy as np
+import pytest
+import soundfile as sf
 
 from avsplit import media
-from avsplit.sync import fix_offset
+from avsplit.associate import NATURAL_LAG_S
+from avsplit.engine import Engine
+from avsplit.errors import AvsplitError
+from avsplit.structures import VisualTrack
+from avsplit.sync import TOLERANCE_S, fix_offset, measure_offset
+from helpers import syllable_envelope, syllable_spans
+
+FPS, W, H, DURATION, RATE = 25, 320, 240, 5.0, 16000
+FACE_BOX = (0.3, 0.2, 0.6, 0.7)
+
+
+class FakeFaceTracker:
+    """One face whose jaw opening is ``0.02 + 0.08 * envelope(t + lead)`` (leads the sound by
+    ``lead`` seconds), or no face at all with ``spans=None``; consumes the frames."""
+
+    model_ids: list = []
+
+    def __init__(self, spans, lead: float = 0.0):
+        self.spans, self.lead = spans, lead
+        self.frames = 0
+
+    def track(self, frames, progress):
+        times = []
+        for t, _ in frames:
+            times.append(t)
+            progress(1)
+        self.frames = len(times)
+        if self.spans is None:
+            return []
+        times = np.asarray(times, np.float64)
+        boxes = np.tile(np.asarray(FACE_BOX, np.float32), (len(times), 1))
+        act = (0.02 + 0.08 * syllable_envelope(times + self.lead, self.spans)).astype(np.float32)
+        return [VisualTrack(0, "face", times, boxes, act)]
+
+
+@pytest.fixture(scope="module")
+def speech_clip(tmp_path_factory):
+    """``(clip path, syllable spans)`` (see the module docstring); read-only."""
+    folder = tmp_path_factory.mktemp("sync")
+    spans = syllable_spans(7, DURATION)
+    n = int(DURATION * RATE)
+    t = np.arange(n) / RATE
+    buzz = sum(np.sin(2 * np.pi * 120 * k * t) / k for k in range(1, 8))
+    wav = folder / "voice.wav"
+    sf.write(wav, (0.3 * syllable_envelope(t, spans) * buzz).astype(np.float32), RATE)
+    out = folder / "speech.mp4"
+    frame = np.full((H, W, 3), 90, np.uint8)
+    with media.VideoWriter(out, W, H, FPS, audio_from=wav) as writer:
+        for _ in range(int(DURATION * FPS)):
+            writer.write(frame)
+    return out, spans
+
+
+def _measure(path, tracker):
+    with Engine("cpu", face_tracker=tracker) as engine:
+        return measure_offset(path, engine=engine)
+
+
+def test_audio_late_is_measured(speech_clip):
+    path, spans = speech_clip
+    tracker = FakeFaceTracker(spans, lead=NATURAL_LAG_S + 0.2)  # the sound comes 0.2 s late
+    result = _measure(path, tracker)
+    assert abs(tracker.frames - DURATION * FPS) <= 1  # the tracker saw the whole video
+    assert result["offset_s"] == pytest.approx(0.2, abs=0.05)
+    assert result["in_sync"] is False
+    assert result["track_id"] == 0 and result["faces"] == 1 and result["r"] > 0.6
+    assert result["input"] == str(path)
+
+
+def test_audio_early_is_negative(speech_clip):
+    path, spans = speech_clip
+    result = _measure(path, FakeFaceTracker(spans, lead=NATURAL_LAG_S - 0.3))
+    assert result["offset_s"] == pytest.approx(-0.3, abs=0.05) and not result["in_sync"]
+
+
+def test_a_natural_speaker_is_in_sync(speech_clip):
+    path, spans = speech_clip
+    result = _measure(path, FakeFaceTracker(spans, lead=NATURAL_LAG_S))
+    assert abs(result["offset_s"]) <= TOLERANCE_S and result["in_sync"] is True
+    assert result["r"] > 0.8
+
+
+def test_no_face_is_an_error(speech_clip):
+    path, _ = speech_clip
+    with pytest.raises(AvsplitError, match="no face found"):
+        _measure(path, FakeFaceTracker(None))
+
+
+def test_sync_needs_video_and_audio(audio_wav, video_no_audio):
+    for path in (audio_wav, video_no_audio):
+        with pytest.raises(AvsplitError, match="needs both a video and an audio stream"):
+            _measure(path, FakeFaceTracker(None))
+
+
+def test_cli_sync_without_a_face_fails_in_one_line(video_with_audio):
+    from typer.testing import CliRunner
+
+    from avsplit.cli import app
+
+    res = CliRunner().invoke(app, ["sync", str(video_with_audio), "-q"])
+    assert res.exit_code == 1
+    assert "no face found" in res.output and "Traceback" not in res.output
 
 
 def test_fix_offset_moves_the_audio_and_keeps_the_video(tmp_path, make_media):
@@ -18,3 +133,9 @@ def test_fix_offset_moves_the_audio_and_keeps_the_video(tmp_path, make_media):
     assert abs((onset_b - onset_a) - 0.2) < 0.03
     assert media.probe(out).video.codec == media.probe(clip).video.codec
     assert not list(tmp_path.glob(".*"))
+
+
+def test_half_a_second_late_is_measured(speech_clip):
+    path, spans = speech_clip
+    result = _measure(path, FakeFaceTracker(spans, lead=NATURAL_LAG_S + 0.5))
+    assert result["offset_s"] == pytest.approx(0.5, abs=0.05)

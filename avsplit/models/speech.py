@@ -3,10 +3,11 @@
 Method: uPIT-BLSTM (Kolbaek et al., 2017, "Multitalker speech separation with
 utterance-level permutation invariant training") on a 16 kHz STFT, with a fixed slot for the
 non-speech background and a softmax over all slots so that the masks sum to one and the
-separated outputs add up to the mixture exactly. Trained with the phase-sensitive spectrum
-approximation loss (Erdogan et al., 2015) under utterance-level PIT; silent slots simply have
-a zero target, so one network covers mixtures of 1 to ``n_speakers`` voices plus background
-(see :mod:`avsplit.train.speech`).
+separated outputs add up to the mixture exactly. Trained with SI-SDR on the waveforms under
+utterance-level PIT over the speech slots (an absent voice's slot is pushed to silence, the
+background slot is supervised when there is a background), so one network covers one or two
+voices plus background (see :mod:`avsplit.train.speech`). Checkpoints from before the recipe
+change (3 speech slots) still load: the slot count comes from the stored config.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class SpeechSeparatorConfig:
     Attributes:
         sample_rate: Hz the network works at.
         n_fft, hop: STFT window/FFT length and hop in samples (32 ms / 16 ms at 16 kHz).
-        n_speakers: speech slots; one more slot holds the background.
+        n_speakers: speech slots (exchangeable, PIT-trained); one more slot holds the background.
         proj: width of the input projection; hidden: LSTM units per direction; layers: BLSTM depth.
     """
 

@@ -1,10 +1,15 @@
 """``--mode onscreen`` and ``--mode speakers``: voices matched to visible faces.
 
 Flow for one clip: the speech separator's masks over the clip's 16 kHz mono
-(:meth:`avsplit.separator.Separator.masks`), the RMS envelope of every separated voice
+(:meth:`avsplit.separator.Separator.masks`), refined by the pretrained speech enhancer (DTLN)
+for speech vs background (:func:`refine_speech_masks`), the RMS envelope of every separated voice
 (rendered block by block, never held whole), the clip's face tracks from the engine, and the
 audio-visual association (:func:`avsplit.associate.associate_envelopes`). The plan says which
 slots make which stem; :mod:`avsplit.separate` renders and writes it.
+
+Decisions are taken per sliding window (:func:`avsplit.associate.associate_windows`, 20 s
+windows every 10 s; one window for clips up to 30 s) and the stem weights follow them frame by
+frame, so speakers who come and go in a long video are followed.
 
 * ``onscreen``: ``onscreen`` = the voices in sync with a visible face, ``offscreen`` = the rest
   of the mixture (off-screen voices, the background slot, everything the masks left).
@@ -16,8 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from avsplit.apply import slot_envelopes
-from avsplit.associate import ENV_HOP_S, Assignment, associate_envelopes, speech_envelope
+from avsplit.apply import chunk_stft, slot_envelopes
+from avsplit.associate import (ENV_HOP_S, Assignment, associate_envelopes, associate_windows,
+                               frame_weights, speech_envelope)
 from avsplit.clip import Clip
 from avsplit.engine import Engine
 from avsplit.modes.plan import Plan, SeparateOptions, track_entry
@@ -33,6 +39,31 @@ def _assignment_entry(a: Assignment) -> dict:
                       "z": round(s.z, 2), "frames": s.frames} for s in a.scores]}
 
 
+def refine_speech_masks(masks: np.ndarray, mono: np.ndarray, enhanced: np.ndarray, k: int,
+                        n_fft: int, hop: int, block: int = 4096) -> None:
+    """Let a speech enhancer decide speech vs background and our separator voice vs voice.
+
+    In place, block by block over frames: with ``E = clip(|STFT(enhanced)| / |STFT(mono)|, 0, 1)``
+    the speech slots become ``E * m_k / sum_j m_j`` (the separator's split of the speech
+    between voices) and the background slot ``1 - E``; the masks still sum to one.
+
+    Args:
+        masks: ``[k + 1, bins, frames]`` (speech slots, background last) on the STFT grid
+            ``(n_fft, hop)`` of ``mono``; mono, enhanced: ``[samples]`` float32 at the same rate.
+    """
+    frames = masks.shape[-1]
+    for f0 in range(0, frames, block):
+        f1 = min(frames, f0 + block)
+        mix = chunk_stft(mono, f0, f1, n_fft, hop).abs().numpy()
+        est = chunk_stft(enhanced, f0, f1, n_fft, hop).abs().numpy()
+        speech = np.where(mix > 1e-8, np.clip(est / np.maximum(mix, 1e-8), 0.0, 1.0), 0.0)
+        voices = masks[:k, :, f0:f1].astype(np.float32)
+        total = voices.sum(axis=0, keepdims=True)
+        split = np.where(total > 1e-6, voices / np.maximum(total, 1e-6), 1.0 / k)
+        masks[:k, :, f0:f1] = speech[None] * split
+        masks[k, :, f0:f1] = 1.0 - speech
+
+
 def plan(clip: Clip, engine: Engine, options: SeparateOptions, progress: Progress) -> Plan:
     """Separate the voices of ``clip``, match them to its faces and plan the stems."""
     separator = engine.separator("speech-blstm", options.weights)
@@ -41,43 +72,69 @@ def plan(clip: Clip, engine: Engine, options: SeparateOptions, progress: Progres
     step = progress.stage("separating voices", 1)
     masks = separator.masks(mono)
     k = separator.unordered or masks.shape[0] - 1
+    models = [separator.model_id]
+    if rate == 16000:  # speech vs background from the pretrained enhancer, voice vs voice ours
+        enhancer = engine.speech_enhancer()
+        refine_speech_masks(masks, mono, enhancer.enhance(mono), k, separator.n_fft,
+                            separator.hop)
+        models += enhancer.model_id
     env_hop = int(round(ENV_HOP_S * rate))
     envs, env_t = slot_envelopes(mono, masks, list(range(k)), separator.n_fft, separator.hop,
                                  rate, speech_envelope, env_hop)
     step(1)
     tracks = engine.face_tracks(clip, progress)
     step = progress.stage("matching voices to faces", 1)
-    assignments = associate_envelopes(envs, env_t, tracks)
+    assignments = associate_envelopes(envs, env_t, tracks)  # the whole clip, for the manifest
+    windows = associate_windows(envs, env_t, tracks)
     step(1)
     notes = []
+    anywhere = {a.source_index for w in windows for a in w.assignments if a.onscreen}
     if not tracks:
         notes.append("no face visible: all sound is off-screen")
-    elif not any(a.onscreen for a in assignments):
+    elif not anywhere:
         notes.append("no separated voice is in sync with a visible face: all sound is off-screen")
 
-    groups: list[tuple[Stem, list[int]]] = []
+    def matched(track_id=None):
+        def pick(asg: list[Assignment]) -> list[int]:
+            return [a.source_index for a in asg
+                    if a.onscreen and (track_id is None or a.track_id == track_id)]
+        return pick
+
+    def used(pick) -> list[int]:
+        return sorted({i for w in windows for i in pick(w.assignments)})
+
+    def scores(idx: list[int]) -> list[dict]:
+        return [_assignment_entry(assignments[i]) for i in idx]
+
+    stems: list[Stem] = []
+    picks = []
     if options.mode == "onscreen":
-        idx = [a.source_index for a in assignments if a.onscreen]
-        groups.append((Stem("onscreen", "onscreen", True,
-                            sorted({assignments[i].track_id for i in idx}), idx,
-                            [_assignment_entry(assignments[i]) for i in idx]), idx))
+        idx = used(matched())
+        faces = sorted({a.track_id for w in windows for a in w.assignments if a.onscreen})
+        stems.append(Stem("onscreen", "onscreen", True, faces, idx, scores(idx)))
+        picks.append(matched())
     else:
         for tr in tracks:
-            idx = [a.source_index for a in assignments if a.onscreen and a.track_id == tr.track_id]
+            idx = used(matched(tr.track_id))
             name = f"speaker-{tr.track_id}"
-            fields = {"silent": not idx}
-            groups.append((Stem(name, name, True, [tr.track_id], idx,
-                                [_assignment_entry(assignments[i]) for i in idx], fields), idx))
+            stems.append(Stem(name, name, True, [tr.track_id], idx, scores(idx),
+                              {"silent": not idx}))
+            picks.append(matched(tr.track_id))
             if not idx:
                 notes.append(f"{name}: face seen but no separated voice is in sync with it "
                               "(silent stem)")
-    weights = np.zeros((len(groups), masks.shape[0]), np.float32)
-    for g, (_, idx) in enumerate(groups):
-        weights[g, idx] = 1.0
+    frame_times = np.arange(masks.shape[-1]) * separator.hop / rate
+    weights = frame_weights(windows, picks, masks.shape[0], frame_times)
     off_idx = [a.source_index for a in assignments if not a.onscreen]
-    rest = Stem("offscreen", "offscreen", False, [], off_idx + [masks.shape[0] - 1],
-                [_assignment_entry(assignments[i]) for i in off_idx])
-    return Plan(separator, masks, [st for st, _ in groups], weights, rest,
-                models=[separator.model_id, *engine.face_model_ids()],
+    rest = Stem("offscreen", "offscreen", False, [], off_idx + [masks.shape[0] - 1], scores(off_idx))
+    extra = {}
+    if len(windows) > 1:
+        extra["windows"] = [{"start_s": round(w.start_s, 3), "end_s": round(w.end_s, 3),
+                             "sources": [{"source": a.source_index, "onscreen": a.onscreen,
+                                          "track_id": a.track_id,
+                                          "confidence": round(a.confidence, 3)}
+                                         for a in w.assignments]} for w in windows]
+    return Plan(separator, masks, stems, weights, rest,
+                models=[*models, *engine.face_model_ids()],
                 tracks=[track_entry(t) for t in tracks],
-                sources=[_assignment_entry(a) for a in assignments], notes=notes)
+                sources=[_assignment_entry(a) for a in assignments], notes=notes, extra=extra)
