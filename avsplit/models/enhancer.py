@@ -95,17 +95,15 @@ class SpeechEnhancer:
             return np.zeros(0, np.float32)
         gain = 1.0
         if self.level_dbfs is not None:
-            rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+            rms = float(np.sqrt(float(np.dot(x, x)) / n))  # no float64 copy of long inputs
             if rms > 1e-6:
                 gain = 10 ** (self.level_dbfs / 20) / rms
         # 384 leading zeros = the zero-initialised streaming buffer; block b covers
         # x[(b - 3) * 128 : (b + 1) * 128]. Enough blocks that every sample of x is complete.
         lead = BLOCK - SHIFT
         blocks = (lead + n - 1) // SHIFT + 1
-        padded = np.zeros((blocks + 3) * SHIFT, np.float32)
-        padded[lead:lead + n] = x * gain
-        frames = np.lib.stride_tricks.sliding_window_view(padded, BLOCK)[::SHIFT]  # [blocks, 512] view
-        ola = np.zeros((blocks + 3, SHIFT), np.float32)  # overlap-add, no synthesis window
+        out_full = np.zeros((blocks + 3) * SHIFT, np.float32)
+        ola = out_full.reshape(-1, SHIFT)  # overlap-add view, no synthesis window
         sess1, in_x1, in_s1, outs1, shape1 = self._sessions[0]
         sess2, in_x2, in_s2, outs2, shape2 = self._sessions[1]
         state1 = np.zeros(shape1, np.float32)
@@ -113,20 +111,29 @@ class SpeechEnhancer:
         chunk = 2048  # frames per numpy batch: memory stays flat on long inputs
         for c0 in range(0, blocks, chunk):
             c1 = min(c0 + chunk, blocks)
-            spec = np.fft.rfft(frames[c0:c1], axis=-1)
+            # the padded signal (``lead`` zeros, then x * gain, then zeros) over these frames
+            p0, p1 = c0 * SHIFT, (c1 - 1) * SHIFT + BLOCK
+            seg = np.zeros(p1 - p0, np.float32)
+            a, b = max(p0, lead), min(p1, lead + n)
+            if b > a:
+                seg[a - p0:b - p0] = x[a - lead:b - lead] * gain
+            frames = np.lib.stride_tricks.sliding_window_view(seg, BLOCK)[::SHIFT]
+            spec = np.fft.rfft(frames, axis=-1)
             mag = np.abs(spec).astype(np.float32)
             mask = np.empty_like(mag)
-            for b in range(c1 - c0):
-                m, state1 = sess1.run(outs1, {in_x1: mag[b].reshape(1, 1, -1), in_s1: state1})
-                mask[b] = m.reshape(-1)
+            for j in range(c1 - c0):
+                m, state1 = sess1.run(outs1, {in_x1: mag[j].reshape(1, 1, -1), in_s1: state1})
+                mask[j] = m.reshape(-1)
             est = np.fft.irfft(spec * mask, n=BLOCK, axis=-1).astype(np.float32)
             out = np.empty_like(est)
-            for b in range(c1 - c0):
-                y, state2 = sess2.run(outs2, {in_x2: est[b].reshape(1, 1, -1), in_s2: state2})
-                out[b] = y.reshape(-1)
+            for j in range(c1 - c0):
+                y, state2 = sess2.run(outs2, {in_x2: est[j].reshape(1, 1, -1), in_s2: state2})
+                out[j] = y.reshape(-1)
             for k in range(BLOCK // SHIFT):
                 ola[c0 + k:c1 + k] += out[:, k * SHIFT:(k + 1) * SHIFT]
-        return (ola.reshape(-1)[lead:lead + n] / gain).astype(np.float32)
+        result = out_full[lead:lead + n]
+        result /= gain
+        return result
 
     def speech_mask(self, wave: np.ndarray, n_fft: int = 512, hop: int = 256,
                     enhanced: np.ndarray | None = None) -> np.ndarray:

@@ -32,11 +32,31 @@ def export(checkpoint: Path, out: Path, config_updates: dict | None = None) -> s
     return hashlib.sha256(out.read_bytes()).hexdigest()
 
 
+def learning_curve(log: Path, every: int = 1) -> str:
+    """A markdown table of a run's ``log.jsonl``: step, CPU-hours, training loss and each
+    validation score (every ``every``-th evaluation, and the last)."""
+    rows = [json.loads(line) for line in Path(log).read_text().splitlines() if line.strip()]
+    if not rows:
+        return "(no evaluations logged)"
+    keys = list(rows[-1]["val"])
+    out = ["| step | CPU-hours | loss | " + " | ".join(keys) + " |",
+           "|---:|---:|---:|" + "---:|" * len(keys)]
+    for i, r in enumerate(rows):
+        if i % every and i != len(rows) - 1:
+            continue
+        vals = " | ".join(f"{r['val'].get(k, float('nan')):.2f}" for k in keys)
+        out.append(f"| {r['step']} | {r.get('cpu_h', float('nan')):.2f} | {r['loss']:.2f} | {vals} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m avsplit.train.export")
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--tune-mask-power", type=Path, default=None, metavar="POOLS")
+    parser.add_argument("--curve", type=Path, default=None, metavar="LOG",
+                        help="also print the learning curve of this log.jsonl as a markdown table")
+    parser.add_argument("--curve-every", type=int, default=1)
     args = parser.parse_args()
     updates = {}
     if args.tune_mask_power is not None:
@@ -48,6 +68,8 @@ def main() -> None:
         print(json.dumps({"mask_power": power, "val_si_sdri_by_power": scores}))
         updates["mask_power"] = power
     print(export(args.checkpoint, args.out, updates))
+    if args.curve is not None:
+        print(learning_curve(args.curve, args.curve_every))
 
 
 if __name__ == "__main__":
