@@ -3,7 +3,7 @@
 One :class:`Engine` serves a whole batch: each network or vision model is loaded (and its
 sha256 checked) the first time a clip needs it and reused for every later clip. Face tracking
 goes through a :class:`FaceTracker`, which tests replace with a fake one to drive the real
-pipelines with known tracks.
+modes with known tracks.
 """
 
 from __future__ import annotations

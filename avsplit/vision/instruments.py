@@ -38,7 +38,6 @@ frames as given; heatmaps are float32 0..1 on a grid over the whole frame (any s
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -198,9 +197,6 @@ class InstrumentRecognizer:
             frames of 640x360 on one core, 0.06 s for three 224x224 frames).
         threshold: probability (0..1) a label needs in some window, averaged over frames.
 
-    Attributes:
-        last_timing: ``{"network_s", "total_s"}`` seconds spent by the last :meth:`recognize`.
-
     Raises:
         AvsplitError: the bundled weights file is missing or fails its sha256 check.
     """
@@ -216,7 +212,6 @@ class InstrumentRecognizer:
         bias = self.model.classifier[1].bias.detach()
         self._weight, self._bias = weight, bias
         self._cam_weight = weight[list(IMAGENET_INSTRUMENTS)]
-        self.last_timing: dict[str, float] = {}
 
     # ----------------------------------------------------------------------------- network
     def _features(self, frame: np.ndarray, short_side: int) -> torch.Tensor:
@@ -293,16 +288,12 @@ class InstrumentRecognizer:
         if any(f.dtype != np.uint8 for f in frames):
             raise ValueError("frames must be uint8 RGB")
         height, width = shape[:2]
-        t0 = time.perf_counter()
         fine = FINE_SIDE / min(height, width) <= MAX_UPSAMPLE
         scales = [self._scale(_spread(frames, MAX_COARSE_FRAMES), COARSE_SIDE,
                               COARSE_WINDOWS if fine else SMALL_FRAME_WINDOWS)]
         if fine:
             scales.append(self._scale(_spread(frames, MAX_FINE_FRAMES), FINE_SIDE))
-        self.last_timing = {"network_s": time.perf_counter() - t0}
-        dets = self._detect(scales, width, height)
-        self.last_timing["total_s"] = time.perf_counter() - t0
-        return dets
+        return self._detect(scales, width, height)
 
     # ----------------------------------------------------------------------------- decision
     def _detect(self, scales: list[_ScaleResult], width: int, height: int
