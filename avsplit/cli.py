@@ -138,8 +138,12 @@ def separate(
                               audio_stream=audio_stream, query=labels, weights=weights)
     try:
         engine = Engine(device.value)
-    except AvsplitError as exc:
-        _fail("avsplit", exc, debug)
+    except AvsplitError as exc:  # the device cannot be used: every input fails the same way
+        message = _fail("", exc, debug)
+        if json_out:
+            print(json.dumps({"results": [
+                {"input": str(p), "path": str(p), "ok": False, "status": "failed",
+                 "error": message, "outputs": [], "seconds": 0.0} for p in inputs]}, indent=2))
         raise typer.Exit(1)
     results = []
     taken: set[str] = set()

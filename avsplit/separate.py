@@ -66,7 +66,9 @@ def separate_clip(clip: Clip, engine: Engine, options: SeparateOptions, outdir: 
     """
     progress = progress or NullProgress()
     check_input(clip, options)
-    clip.samples  # decode now: a bad audio stream fails before any model runs
+    if clip.samples == 0:  # decode now: a bad audio stream fails before any model runs
+        raise AvsplitError(f"{clip.path}: audio stream {options.audio_stream} is empty; "
+                           "there is nothing to separate")
     mode = instruments if options.mode == "instruments" else speech
     plan = mode.plan(clip, engine, options, progress)
     folder = folder or clip.path.stem
