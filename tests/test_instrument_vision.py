@@ -132,6 +132,7 @@ def test_a_weaker_close_class_on_the_same_object_is_merged_into_the_stronger():
 
 
 # ----------------------------------------------------------------------------- recogniser
+@pytest.mark.slow
 def test_flat_and_noise_frames_show_no_instrument(recognizer):
     rng = np.random.default_rng(1)
     grey = [np.full((360, 640, 3), 128, np.uint8)] * 4

@@ -214,6 +214,7 @@ def test_silent_video_is_refused(video_no_audio):
         localize_file(video_no_audio)
 
 
+@pytest.mark.slow
 def test_cli_localize_json_and_overlay(clip, tmp_path):
     from typer.testing import CliRunner
 
