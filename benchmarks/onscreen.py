@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from report import held_out_voice, run_separate, write_section
+from report import held_out_voice, product_masks, run_separate, write_section
 import torch
 
 from avsplit import media
@@ -38,6 +38,7 @@ from avsplit.audio import istft, si_sdr, stft
 from avsplit.engine import Engine
 from avsplit.train import corpus
 
+ENGINE = Engine("cpu")
 CLIP_GLOBS = ["crema_d/*.flv", "grid/*.mpg", "talking_heads/*.mp4", "talking_heads_2/*.mp4",
               "noisy_restaurant/*.mp4", "interview_2spk/*.mp4"]
 
@@ -67,7 +68,7 @@ def _interferer(kind: str, i: int, length: int, rate: int, data: Path) -> np.nda
 
 def _oracle_and_baselines(own: np.ndarray, mix: np.ndarray, rate: int, model) -> dict:
     """SI-SDR (dB, mono) of the oracle slot assignment, loudest-voice baseline and IRM."""
-    masks = model.masks(model.mono(mix, rate))
+    masks = product_masks(ENGINE, model, model.mono(mix, rate))
     k = model.unordered
     slot_stems = model.apply(mix[None], rate, masks)[:, 0]  # [slots, S]
     best = -np.inf
@@ -87,7 +88,7 @@ def _oracle_and_baselines(own: np.ndarray, mix: np.ndarray, rate: int, model) ->
 
 def run(data: Path, work: Path, kinds: list[str], limit: int | None) -> list[dict]:
     clips = sorted(p for g in CLIP_GLOBS for p in (data / "av" / "speech").glob(g))[:limit]
-    model = Engine("cpu").separator("speech-blstm")
+    model = ENGINE.separator("speech-blstm")
     rows = []
     for kind in kinds:
         for i, clip in enumerate(clips):

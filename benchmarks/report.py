@@ -54,3 +54,14 @@ def held_out_voice(seed: int, length: int, rate: int, data: Path) -> np.ndarray:
     y = np.concatenate(parts)
     start = int(rng.integers(0, len(y) - length + 1))
     return y[start:start + length].astype(np.float32)
+
+
+def product_masks(engine, separator, mono: np.ndarray) -> np.ndarray:
+    """The speech masks ``avsplit separate`` uses for a 16 kHz mono mixture: the separator's,
+    refined by the speech enhancer (:func:`avsplit.modes.speech.refine_speech_masks`)."""
+    from avsplit.modes.speech import refine_speech_masks
+
+    masks = separator.masks(mono)
+    refine_speech_masks(masks, mono, engine.speech_enhancer().enhance(mono), separator.unordered,
+                        separator.n_fft, separator.hop)
+    return masks

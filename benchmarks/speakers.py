@@ -55,7 +55,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from report import held_out_voice, run_separate, write_section
+from report import held_out_voice, product_masks, run_separate, write_section
 import torch
 
 from avsplit import media
@@ -63,6 +63,7 @@ from avsplit.audio import istft, resample, si_sdr, stft
 from avsplit.engine import Engine
 from avsplit.train import corpus
 
+ENGINE = Engine("cpu")
 RATE = 16000          # scoring rate (the separator's rate)
 MUX_RATE = 48000      # rate of the wav that goes into the mp4
 HEIGHT = 360          # both videos are scaled to this height
@@ -149,7 +150,7 @@ def _irm(own: np.ndarray, mix: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
 
 def _ceilings(refs: list[np.ndarray], mix: np.ndarray, model) -> list[dict]:
     """Per reference: SI-SDR (dB) of the best single speech slot and of the IRM (32 / 8 ms)."""
-    masks = model.masks(model.mono(mix[None], RATE))
+    masks = product_masks(ENGINE, model, model.mono(mix[None], RATE))
     k = model.unordered or masks.shape[0] - 1
     slots = model.apply(mix[None], RATE, masks)[:k, 0]  # [k, S]
     n_fft, hop = int(2 * round(0.016 * RATE)), int(round(0.008 * RATE))
@@ -333,8 +334,8 @@ def main() -> None:
     if not (data / "av" / "speech").is_dir():
         parser.error(f"{args.data} has no av/speech folder; give the data root with --data")
     load = os.getloadavg()[0]
-    with Engine("cpu") as engine, tempfile.TemporaryDirectory() as tmp:
-        model = engine.separator("speech-blstm")
+    with tempfile.TemporaryDirectory() as tmp:
+        model = ENGINE.separator("speech-blstm")
         rows = run_pairs(data, Path(tmp), [k for k in kinds if k != "blind"], args.limit, model)
         blind = run_blind(data, model, args.blind_n) if "blind" in kinds else None
     machine = (f"{platform.platform()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, "
