@@ -107,6 +107,10 @@ def separate(
     weights: Optional[Path] = typer.Option(None, "--weights",
                                            help="Separator checkpoint to use instead of the bundled one "
                                            "(speech for onscreen/speakers, instruments for instruments)."),
+    no_enhance: bool = typer.Option(False, "--no-enhance",
+                                    help="onscreen/speakers: let our separator's background slot "
+                                    "decide speech vs. background instead of the pretrained "
+                                    "speech enhancer (DTLN)."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bars."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
@@ -135,7 +139,8 @@ def separate(
     from avsplit.separate import separate_clip
 
     options = SeparateOptions(mode=(mode or Mode.onscreen).value, fmt=fmt.value, video=not no_video,
-                              audio_stream=audio_stream, query=labels, weights=weights)
+                              audio_stream=audio_stream, query=labels, weights=weights,
+                              enhance=not no_enhance)
     try:
         engine = Engine(device.value)
     except AvsplitError as exc:  # the device cannot be used: every input fails the same way

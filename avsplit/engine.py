@@ -125,6 +125,11 @@ class Engine:
             self._separators[key] = Separator(model, model_id, self.device)
         return self._separators[key]
 
+    def use_separator(self, name: str, separator) -> None:
+        """Serve ``separator`` (a :class:`avsplit.separator.Separator`) for registry entry ``name``
+        instead of loading the bundled weights (tests drive the real modes with a known network)."""
+        self._separators[(name, None)] = separator
+
     def speech_enhancer(self):
         """The pretrained speech enhancer (:class:`avsplit.models.enhancer.SpeechEnhancer`,
         DTLN on the CPU), loaded once per engine.

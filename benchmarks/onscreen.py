@@ -39,6 +39,7 @@ from avsplit.engine import Engine
 from avsplit.train import corpus
 
 ENGINE = Engine("cpu")
+EXTRA_OPTIONS: list[str] = []  # more `avsplit separate` options (--separate-options)
 CLIP_GLOBS = ["crema_d/*.flv", "grid/*.mpg", "talking_heads/*.mp4", "talking_heads_2/*.mp4",
               "noisy_restaurant/*.mp4", "interview_2spk/*.mp4"]
 
@@ -68,7 +69,8 @@ def _interferer(kind: str, i: int, length: int, rate: int, data: Path) -> np.nda
 
 def _oracle_and_baselines(own: np.ndarray, mix: np.ndarray, rate: int, model) -> dict:
     """SI-SDR (dB, mono) of the oracle slot assignment, loudest-voice baseline and IRM."""
-    masks = product_masks(ENGINE, model, model.mono(mix, rate))
+    mono = model.mono(mix, rate)
+    masks = model.masks(mono) if "--no-enhance" in EXTRA_OPTIONS else product_masks(ENGINE, model, mono)
     k = model.unordered
     slot_stems = model.apply(mix[None], rate, masks)[:, 0]  # [slots, S]
     best = -np.inf
@@ -107,7 +109,8 @@ def run(data: Path, work: Path, kinds: list[str], limit: int | None) -> list[dic
             # the remuxed AAC is what the CLI sees; take it as the mixture reference
             coded, _ = media.load_audio(video)
             n = min(coded.shape[1], len(own))
-            proc, wall = run_separate(video, work / "out", "--no-video", "--json", "--device", "cpu")
+            proc, wall = run_separate(video, work / "out", "--no-video", "--json", "--device", "cpu",
+                                      *EXTRA_OPTIONS)
             if proc.returncode != 0:
                 rows.append({"clip": clip.name, "kind": kind, "error": proc.stderr.strip()[-300:]})
                 continue
@@ -164,7 +167,10 @@ def main() -> None:
     parser.add_argument("--json-out", type=Path, default=None, help="write per-clip rows here")
     parser.add_argument("--write", type=Path, default=None,
                         help="replace the on-screen section of this markdown file (docs/benchmarks.md)")
+    parser.add_argument("--separate-options", default="",
+                        help="extra options for avsplit separate, e.g. '--no-enhance'")
     args = parser.parse_args()
+    EXTRA_OPTIONS.extend(args.separate_options.split())
     with tempfile.TemporaryDirectory() as tmp:
         rows = run(args.data, Path(tmp), args.kinds.split(","), args.limit)
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024

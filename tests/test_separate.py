@@ -12,7 +12,11 @@ from helpers import RATE, voice_like
 
 from avsplit import media
 from avsplit.associate import NATURAL_LAG_S, associate_envelopes, speech_envelope
-from avsplit.audio import resample, si_sdr
+import torch
+
+from avsplit.audio import resample, si_sdr, stft
+from avsplit.models.speech import SpeechSeparatorConfig
+from avsplit.separator import Separator
 from avsplit.clip import Clip
 from avsplit.engine import Engine
 from avsplit.errors import MediaError
@@ -71,8 +75,28 @@ def two_voices(tmp_path_factory, make_media):
     return video, a, b, a48, b48
 
 
-def _run(clip_path, tracker, tmp_path, mode="onscreen", **kw):
+class IdealRatioNetwork(torch.nn.Module):
+    """A stand-in speech network that knows the two voices: ideal ratio masks, voice B in slot 0
+    and voice A in slot 1 (so the association has to find the right slot), an empty
+    background slot. Lets the test check the path (clip, engine, association, writer) apart
+    from how well the trained network separates generated pulse-train voices."""
+
+    def __init__(self, a: np.ndarray, b: np.ndarray):
+        super().__init__()
+        self.config = SpeechSeparatorConfig()
+        self.refs = stft(torch.from_numpy(np.stack([b, a])), 512, 256).abs()
+
+    def masks(self, spec: torch.Tensor) -> torch.Tensor:
+        refs = self.refs[:, :, :spec.shape[-1]]
+        m = refs / (refs.sum(0, keepdim=True) + 1e-8)
+        return torch.cat([m, torch.zeros_like(m[:1])])[None]
+
+
+def _run(clip_path, tracker, tmp_path, mode="onscreen", voices=None, **kw):
     engine = Engine("cpu", face_tracker=tracker)
+    if voices is not None:
+        engine.use_separator("speech-blstm", Separator(IdealRatioNetwork(*voices),
+                                                       {"name": "ideal", "file": "-", "sha256": "-"}))
     with Clip(clip_path) as clip:
         return separate_clip(clip, engine, SeparateOptions(mode=mode, **kw), tmp_path)
 
@@ -83,9 +107,11 @@ def _mono(path):
 
 
 def test_a_face_in_sync_with_one_voice_gets_that_voice_onscreen(two_voices, tmp_path):
-    video, _, _, a48, b48 = two_voices
+    """The association picks the slot in sync with the face (the pretrained enhancer is off:
+    it takes these generated pulse-train voices for noise; tests/test_enhancer.py covers it)."""
+    video, a, b, a48, b48 = two_voices
     tracker = FakeFaceTracker([voice_like(10, SECONDS, f0_range=(95, 110))])
-    result = _run(video, tracker, tmp_path, video=False)
+    result = _run(video, tracker, tmp_path, video=False, enhance=False, voices=(a, b))
     assert tracker.calls == 1
     folder = tmp_path / "talk"
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -95,23 +121,23 @@ def test_a_face_in_sync_with_one_voice_gets_that_voice_onscreen(two_voices, tmp_
     on, off = _mono(folder / "onscreen.wav"), _mono(folder / "offscreen.wav")
     mix = a48 + b48
     assert len(on) == len(off) == len(mix)
-    assert si_sdr(on, a48) > si_sdr(mix, a48) + 1.0
-    assert si_sdr(off, b48) > si_sdr(mix, b48) + 1.0
+    assert si_sdr(on, a48) > si_sdr(mix, a48) + 6.0
+    assert si_sdr(off, b48) > si_sdr(mix, b48) + 6.0
     assert [s["onscreen"] for s in manifest["sources"]].count(True) >= 1
     assert all(f["track_ids"] == [0] for f in manifest["files"] if f["stem"] == "onscreen")
 
 
 def test_speakers_mode_gives_each_face_its_voice_and_flags_a_silent_face(two_voices, tmp_path):
-    video, _, _, a48, b48 = two_voices
+    video, a, b, a48, b48 = two_voices
     tracker = FakeFaceTracker([voice_like(10, SECONDS, f0_range=(95, 110)), None])
-    _run(video, tracker, tmp_path, mode="speakers")
+    _run(video, tracker, tmp_path, mode="speakers", enhance=False, voices=(a, b))
     folder = tmp_path / "talk"
     names = sorted(p.name for p in folder.iterdir())
     assert names == ["manifest.json", "offscreen.mp4", "offscreen.wav", "speaker-0.mp4",
                      "speaker-0.wav", "speaker-1.mp4", "speaker-1.wav"]
     mix = a48 + b48
     speaker0 = _mono(folder / "speaker-0.wav")
-    assert si_sdr(speaker0, a48) > si_sdr(mix, a48) + 1.0
+    assert si_sdr(speaker0, a48) > si_sdr(mix, a48) + 6.0
     speaker1 = _mono(folder / "speaker-1.wav")
     assert np.mean(speaker1 ** 2) < 0.01 * np.mean(mix ** 2)
     manifest = json.loads((folder / "manifest.json").read_text())

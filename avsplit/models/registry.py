@@ -46,8 +46,8 @@ MODELS: dict[str, ModelEntry] = {
     m.name: m
     for m in [
         ModelEntry("speech-blstm", "speech_blstm.pt",
-                   "0a55aec0be6901e96bb59a77dfc6d45256d8960f44d8b9bad2205bfd29723549",
-                   "speech separation: up to 3 voices + background (uPIT BLSTM masks, 16 kHz)",
+                   "f5bad48d68c28f3f704df451a12642340b2abc5647532b6086dbc7b8e05296c2",
+                   "speech separation: 2 voices + background (uPIT BLSTM masks, SI-SDR PIT, 16 kHz)",
                    16000, "MIT (trained by avsplit)",
                    "python -m avsplit.train speech --data ../shared/data",
                    "avsplit.models.speech:SpeechSeparator"),

@@ -24,6 +24,7 @@ class SeparateOptions:
     audio_stream: int = 0
     query: list[str] = field(default_factory=list)
     weights: Path | None = None
+    enhance: bool = True
 
 
 @dataclass

@@ -73,7 +73,7 @@ def plan(clip: Clip, engine: Engine, options: SeparateOptions, progress: Progres
     masks = separator.masks(mono)
     k = separator.unordered or masks.shape[0] - 1
     models = [separator.model_id]
-    if rate == 16000:  # speech vs background from the pretrained enhancer, voice vs voice ours
+    if options.enhance and rate == 16000:  # speech vs background: the enhancer; voice vs voice: ours
         enhancer = engine.speech_enhancer()
         refine_speech_masks(masks, mono, enhancer.enhance(mono), k, separator.n_fft,
                             separator.hop)
