@@ -71,7 +71,7 @@ def _oracle_and_baselines(own: np.ndarray, mix: np.ndarray, rate: int, model) ->
     """SI-SDR (dB, mono) of the oracle slot assignment, loudest-voice baseline and IRM."""
     mono = model.mono(mix, rate)
     masks = model.masks(mono) if "--no-enhance" in EXTRA_OPTIONS else product_masks(ENGINE, model, mono)
-    k = model.unordered
+    k = masks.shape[0] - 1  # voice candidates (the product: every separator slot x speech mask)
     slot_stems = model.apply(mix[None], rate, masks)[:, 0]  # [slots, S]
     best = -np.inf
     for r in range(1, k + 1):

@@ -61,7 +61,5 @@ def product_masks(engine, separator, mono: np.ndarray) -> np.ndarray:
     refined by the speech enhancer (:func:`avsplit.modes.speech.refine_speech_masks`)."""
     from avsplit.modes.speech import refine_speech_masks
 
-    masks = separator.masks(mono)
-    refine_speech_masks(masks, mono, engine.speech_enhancer().enhance(mono), separator.unordered,
-                        separator.n_fft, separator.hop)
-    return masks
+    return refine_speech_masks(separator.masks(mono), mono, engine.speech_enhancer().enhance(mono),
+                               separator.n_fft, separator.hop)

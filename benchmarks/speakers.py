@@ -151,7 +151,7 @@ def _irm(own: np.ndarray, mix: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
 def _ceilings(refs: list[np.ndarray], mix: np.ndarray, model) -> list[dict]:
     """Per reference: SI-SDR (dB) of the best single speech slot and of the IRM (32 / 8 ms)."""
     masks = product_masks(ENGINE, model, model.mono(mix[None], RATE))
-    k = model.unordered or masks.shape[0] - 1
+    k = masks.shape[0] - 1  # voice candidates, as the product has them
     slots = model.apply(mix[None], RATE, masks)[:k, 0]  # [k, S]
     n_fft, hop = int(2 * round(0.016 * RATE)), int(round(0.008 * RATE))
     return [{"oracle": max(float(si_sdr(slots[j], ref)) for j in range(k)),

@@ -39,29 +39,33 @@ def _assignment_entry(a: Assignment) -> dict:
                       "z": round(s.z, 2), "frames": s.frames} for s in a.scores]}
 
 
-def refine_speech_masks(masks: np.ndarray, mono: np.ndarray, enhanced: np.ndarray, k: int,
-                        n_fft: int, hop: int, block: int = 4096) -> None:
+def refine_speech_masks(masks: np.ndarray, mono: np.ndarray, enhanced: np.ndarray,
+                        n_fft: int, hop: int, block: int = 4096) -> np.ndarray:
     """Let a speech enhancer decide speech vs background and our separator voice vs voice.
 
-    In place, block by block over frames: with ``E = clip(|STFT(enhanced)| / |STFT(mono)|, 0, 1)``
-    the speech slots become ``E * m_k / sum_j m_j`` (the separator's split of the speech
-    between voices) and the background slot ``1 - E``; the masks still sum to one.
+    With ``E = clip(|STFT(enhanced)| / |STFT(mono)|, 0, 1)`` per bin, every slot of the
+    separator (its speech slots *and* its background slot, which on real recordings often
+    holds one of the voices: it is unsupervised on clean two-voice training mixtures) becomes a
+    voice candidate ``E * m_s``, and a new last row ``1 - E`` is the background. The masks still
+    sum to one. Computed block by block over frames.
 
     Args:
-        masks: ``[k + 1, bins, frames]`` (speech slots, background last) on the STFT grid
-            ``(n_fft, hop)`` of ``mono``; mono, enhanced: ``[samples]`` float32 at the same rate.
+        masks: ``[slots, bins, frames]`` (speech slots, background last) on the STFT grid
+            ``(n_fft, hop)`` of ``mono``; mono, enhanced: ``[samples]`` float32 at that rate.
+
+    Returns:
+        ``[slots + 1, bins, frames]`` float16: ``slots`` voice candidates, background last.
     """
-    frames = masks.shape[-1]
+    slots, bins, frames = masks.shape
+    out = np.zeros((slots + 1, bins, frames), np.float16)
     for f0 in range(0, frames, block):
         f1 = min(frames, f0 + block)
         mix = chunk_stft(mono, f0, f1, n_fft, hop).abs().numpy()
         est = chunk_stft(enhanced, f0, f1, n_fft, hop).abs().numpy()
         speech = np.where(mix > 1e-8, np.clip(est / np.maximum(mix, 1e-8), 0.0, 1.0), 0.0)
-        voices = masks[:k, :, f0:f1].astype(np.float32)
-        total = voices.sum(axis=0, keepdims=True)
-        split = np.where(total > 1e-6, voices / np.maximum(total, 1e-6), 1.0 / k)
-        masks[:k, :, f0:f1] = speech[None] * split
-        masks[k, :, f0:f1] = 1.0 - speech
+        out[:slots, :, f0:f1] = speech[None] * masks[:, :, f0:f1].astype(np.float32)
+        out[slots, :, f0:f1] = 1.0 - speech
+    return out
 
 
 def plan(clip: Clip, engine: Engine, options: SeparateOptions, progress: Progress) -> Plan:
@@ -75,8 +79,9 @@ def plan(clip: Clip, engine: Engine, options: SeparateOptions, progress: Progres
     models = [separator.model_id]
     if options.enhance and rate == 16000:  # speech vs background: the enhancer; voice vs voice: ours
         enhancer = engine.speech_enhancer()
-        refine_speech_masks(masks, mono, enhancer.enhance(mono), k, separator.n_fft,
-                            separator.hop)
+        masks = refine_speech_masks(masks, mono, enhancer.enhance(mono), separator.n_fft,
+                                    separator.hop)
+        k = masks.shape[0] - 1  # every separator slot is a voice candidate now
         models += enhancer.model_id
     env_hop = int(round(ENV_HOP_S * rate))
     envs, env_t = slot_envelopes(mono, masks, list(range(k)), separator.n_fft, separator.hop,
