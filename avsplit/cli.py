@@ -87,6 +87,12 @@ def _fail(input_path, exc: BaseException, debug: bool) -> str:
     return message
 
 
+def _failed(path: Path, message: str, seconds: float) -> dict:
+    """The ``--json`` summary entry of an input that failed."""
+    return {"input": str(path), "path": str(path), "ok": False, "status": "failed",
+            "error": message, "outputs": [], "seconds": round(seconds, 3)}
+
+
 @app.command()
 def separate(
     inputs: list[Path] = typer.Argument(..., help="Video (or audio) files to separate."),
@@ -146,9 +152,7 @@ def separate(
     except AvsplitError as exc:  # the device cannot be used: every input fails the same way
         message = _fail("", exc, debug)
         if json_out:
-            print(json.dumps({"results": [
-                {"input": str(p), "path": str(p), "ok": False, "status": "failed",
-                 "error": message, "outputs": [], "seconds": 0.0} for p in inputs]}, indent=2))
+            print(json.dumps({"results": [_failed(p, message, 0.0) for p in inputs]}, indent=2))
         raise typer.Exit(1)
     results = []
     taken: set[str] = set()
@@ -163,10 +167,7 @@ def separate(
             except (Exception, KeyboardInterrupt) as exc:  # one input never stops the batch
                 if isinstance(exc, KeyboardInterrupt):
                     raise
-                message = _fail(path, exc, debug)
-                results.append({"input": str(path), "path": str(path), "ok": False,
-                                "status": "failed", "error": message, "outputs": [],
-                                "seconds": round(time.perf_counter() - t0, 3)})
+                results.append(_failed(path, _fail(path, exc, debug), time.perf_counter() - t0))
                 continue
             summary = result.summary()
             results.append({**summary, "path": str(path), "error": None,

@@ -128,11 +128,6 @@ class Clip:
             data = np.fromfile(f, np.float32, count=(stop - start) * c)
         return data.reshape(-1, c).T.copy()
 
-    def audio(self) -> np.ndarray:
-        """The whole mixture ``[channels, samples]`` float32 at :attr:`rate` (not cached; long
-        inputs should use :meth:`read` in blocks)."""
-        return self.read(0, None)
-
     def mono(self, rate: int) -> np.ndarray:
         """Mono downmix at ``rate`` Hz, ``[round(samples * rate / self.rate)]`` float32
         (resampled in blocks with soxr HQ; cached per rate)."""

@@ -93,6 +93,7 @@ class Engine:
         self.device = resolve_device(device)
         self.face_tracker = face_tracker or MediaPipeFaceTracker()
         self._separators: dict = {}
+        self._enhancer = None
         self._recognizer = None
         self._recognizer_id: dict | None = None
 
@@ -137,11 +138,11 @@ class Engine:
         Raises:
             AvsplitError / WeightsUnavailableError: its weights are missing or corrupt.
         """
-        if "enhancer" not in self._separators:
+        if self._enhancer is None:
             from avsplit.models.enhancer import SpeechEnhancer
 
-            self._separators["enhancer"] = SpeechEnhancer()
-        return self._separators["enhancer"]
+            self._enhancer = SpeechEnhancer()
+        return self._enhancer
 
     # -- vision -------------------------------------------------------------------------
     def instrument_recognizer(self):

@@ -161,6 +161,30 @@ def describe(c: av.container.InputContainer, path: Path) -> MediaInfo:
                      audio=audio, video=video)
 
 
+def _audio_stream(path: PathLike, info: MediaInfo, stream: int) -> tuple[int, int]:
+    """``(channels, native rate)`` of audio stream ``stream``; MediaError when there is none."""
+    if not info.audio:
+        raise MediaError(f"{path} has no audio stream; give a file with sound.")
+    if not 0 <= stream < len(info.audio):
+        n = len(info.audio)
+        raise MediaError(f"{path} has {n} audio stream{'s' if n != 1 else ''}, so audio stream "
+                         f"{stream} does not exist; pick one from 0 to {n - 1}.")
+    a = info.audio[stream]
+    return a.channels or 2, int(a.sample_rate)
+
+
+def _decode_f32(path: PathLike, stream: int, channels: int, rate: int, target: str
+                ) -> subprocess.CompletedProcess:
+    """Decode audio stream ``stream`` to raw interleaved float32 at ``rate`` into ``target``
+    (``"-"``: stdout). Raises MediaError with ffmpeg's last line when it fails."""
+    out = _run_ffmpeg(["-y", "-i", _ff(path), "-map", f"0:a:{stream}", "-vn", "-sn", "-dn",
+                       "-f", "f32le", "-acodec", "pcm_f32le", "-ac", str(channels),
+                       "-ar", str(rate), target])
+    if out.returncode != 0:
+        raise MediaError(f"ffmpeg could not decode the audio of {path}: {_last_line(out.stderr)}.")
+    return out
+
+
 def load_audio(path: PathLike, stream: int = 0, sample_rate: int | None = None,
                info: MediaInfo | None = None) -> tuple[np.ndarray, int]:
     """Decode one audio stream with ffmpeg (whisper-style, raw float32 on stdout).
@@ -181,23 +205,12 @@ def load_audio(path: PathLike, stream: int = 0, sample_rate: int | None = None,
             ffmpeg failed (its last stderr line is in the message).
     """
     info = info if info is not None else probe(path)
-    if not info.audio:
-        raise MediaError(f"{path} has no audio stream; give a file with sound.")
-    if not 0 <= stream < len(info.audio):
-        n = len(info.audio)
-        raise MediaError(f"{path} has {n} audio stream{'s' if n != 1 else ''}, so audio stream "
-                         f"{stream} does not exist; pick one from 0 to {n - 1}.")
-    a = info.audio[stream]
-    channels = a.channels or 2
-    rate = int(sample_rate or a.sample_rate)
+    channels, native = _audio_stream(path, info, stream)
+    rate = int(sample_rate or native)
     if rate <= 0:
         raise MediaError(f"{path}: audio stream {stream} has no known sample rate; "
                          "give a sample rate to resample to.")
-    out = _run_ffmpeg(["-i", _ff(path), "-map", f"0:a:{stream}", "-vn", "-sn", "-dn",
-                       "-f", "f32le", "-acodec", "pcm_f32le", "-ac", str(channels),
-                       "-ar", str(rate), "-"])
-    if out.returncode != 0:
-        raise MediaError(f"ffmpeg could not decode the audio of {path}: {_last_line(out.stderr)}.")
+    out = _decode_f32(path, stream, channels, rate, "-")
     samples = np.frombuffer(out.stdout, np.float32)
     samples = samples[: len(samples) // channels * channels]
     return samples.reshape(-1, channels).T.copy(), rate
@@ -214,21 +227,10 @@ def decode_audio_file(path: PathLike, info: MediaInfo, stream: int, out_file: Pa
     Raises:
         MediaError: as :func:`load_audio`.
     """
-    if not info.audio:
-        raise MediaError(f"{path} has no audio stream; give a file with sound.")
-    if not 0 <= stream < len(info.audio):
-        n = len(info.audio)
-        raise MediaError(f"{path} has {n} audio stream{'s' if n != 1 else ''}, so audio stream "
-                         f"{stream} does not exist; pick one from 0 to {n - 1}.")
-    a = info.audio[stream]
-    channels = a.channels or 2
-    if a.sample_rate <= 0:
+    channels, rate = _audio_stream(path, info, stream)
+    if rate <= 0:
         raise MediaError(f"{path}: audio stream {stream} has no known sample rate.")
-    out = _run_ffmpeg(["-y", "-i", _ff(path), "-map", f"0:a:{stream}", "-vn", "-sn", "-dn",
-                       "-f", "f32le", "-acodec", "pcm_f32le", "-ac", str(channels),
-                       "-ar", str(a.sample_rate), _ff(out_file)])
-    if out.returncode != 0:
-        raise MediaError(f"ffmpeg could not decode the audio of {path}: {_last_line(out.stderr)}.")
+    _decode_f32(path, stream, channels, rate, _ff(out_file))
     return Path(out_file).stat().st_size // (4 * channels)
 
 

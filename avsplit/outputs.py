@@ -70,14 +70,6 @@ def ranges_from_levels(db: np.ndarray, hop_s: float = 0.05, floor_db: float = -4
     return [[round(s, 3), round(e, 3)] for s, e in ranges if e - s >= min_len_s]
 
 
-def activity_ranges(audio: np.ndarray, rate: int, floor_db: float = -40.0, hop_s: float = 0.05,
-                    min_gap_s: float = 0.3, min_len_s: float = 0.2) -> list[list[float]]:
-    """Time ranges where a stem ``[channels, samples]`` is audible (see :func:`ranges_from_levels`)."""
-    meter = LevelMeter(rate, hop_s)
-    meter.add(audio)
-    return ranges_from_levels(meter.levels(), hop_s, floor_db, min_gap_s, min_len_s)
-
-
 def folder_name(path: Path, taken: set[str]) -> str:
     """The clip folder name of ``path`` in a run: its stem, or ``stem-2``, ``stem-3``, ... when an
     earlier input of the same run already took it (``taken`` is updated)."""

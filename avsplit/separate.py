@@ -15,7 +15,8 @@ from avsplit.clip import Clip
 from avsplit.engine import Engine
 from avsplit.errors import AvsplitError
 from avsplit.modes import instruments, speech
-from avsplit.modes.plan import MODES, SILENT_SHARE, SeparateOptions
+from avsplit.instruments import SILENT_SHARE
+from avsplit.modes.plan import MODES, SeparateOptions
 from avsplit.outputs import ClipWriter
 from avsplit.progress import NullProgress, Progress
 from avsplit.results import Result

@@ -61,7 +61,6 @@ import torch
 from avsplit import media
 from avsplit.audio import istft, resample, si_sdr, stft
 from avsplit.engine import Engine
-from avsplit.train import corpus
 
 ENGINE = Engine("cpu")
 RATE = 16000          # scoring rate (the separator's rate)

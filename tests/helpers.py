@@ -57,3 +57,57 @@ def syllable_envelope(t: np.ndarray, spans) -> np.ndarray:
         m = (t >= a) & (t < b)
         env[m] = np.sin(np.pi * (t[m] - a) / (b - a)) ** 2
     return env
+
+
+class SyllableFaceTracker:
+    """A fake :class:`avsplit.engine.FaceTracker`: one face at ``box`` (normalised x0, y0, x1,
+    y1) whose jaw opening is ``0.02 + 0.08 * syllable_envelope(t + lead)`` (it leads the sound by
+    ``lead`` seconds), or no face at all with ``spans=None``. Consumes every frame it is given
+    and records their shapes."""
+
+    model_ids: list = []
+
+    def __init__(self, spans, lead: float = 0.0, box=(0.3, 0.2, 0.6, 0.7)):
+        self.spans, self.lead, self.box = spans, lead, box
+        self.shapes: list[tuple[int, ...]] = []
+
+    @property
+    def frames(self) -> int:
+        """How many frames it was given."""
+        return len(self.shapes)
+
+    def track(self, frames, progress):
+        from avsplit.structures import VisualTrack
+
+        times = []
+        for t, frame in frames:
+            times.append(t)
+            self.shapes.append(frame.shape)
+            progress(1)
+        if self.spans is None:
+            return []
+        times = np.asarray(times, np.float64)
+        boxes = np.tile(np.asarray(self.box, np.float32), (len(times), 1))
+        act = (0.02 + 0.08 * syllable_envelope(times + self.lead, self.spans)).astype(np.float32)
+        return [VisualTrack(0, "face", times, boxes, act)]
+
+
+def syllable_clip(folder, seed: int, duration: float, rate: int = RATE, fps: int = 25,
+                  width: int = 320, height: int = 240):
+    """``(mp4 path, syllable spans)``: a still grey picture and a voice-like buzz (120 Hz
+    harmonics) shaped by :func:`syllable_envelope` of ``syllable_spans(seed, duration)``."""
+    import soundfile as sf
+
+    from avsplit import media
+
+    spans = syllable_spans(seed, duration)
+    t = np.arange(int(duration * rate)) / rate
+    buzz = sum(np.sin(2 * np.pi * 120 * k * t) / k for k in range(1, 8))
+    wav = folder / "voice.wav"
+    sf.write(wav, (0.3 * syllable_envelope(t, spans) * buzz).astype(np.float32), rate)
+    out = folder / "speech.mp4"
+    frame = np.full((height, width, 3), 90, np.uint8)
+    with media.VideoWriter(out, width, height, fps, audio_from=wav) as writer:
+        for _ in range(int(duration * fps)):
+            writer.write(frame)
+    return out, spans

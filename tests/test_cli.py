@@ -1,7 +1,6 @@
 """The command-line contract of ``avsplit separate`` / ``avsplit models`` on generated media."""
 
 import json
-import os
 import subprocess
 import sys
 

@@ -31,9 +31,8 @@ from avsplit import media
 from avsplit.associate import NATURAL_LAG_S, speech_envelope
 from avsplit.engine import Engine
 from avsplit.errors import AvsplitError, WeightsUnavailableError
-from avsplit.structures import VisualTrack
 from avsplit.vision.motion import audio_motion_map, motion_energy, sliding_audio_motion_map
-from helpers import syllable_envelope, syllable_spans
+from helpers import SyllableFaceTracker, syllable_clip, syllable_envelope
 
 BURSTS = [(0.3, 0.7), (1.5, 2.1), (2.7, 3.0), (3.4, 3.8)]
 FPS, W, H, DURATION, RATE = 25, 320, 240, 4.0, 16000
@@ -459,45 +458,16 @@ FACE_BOX = (0.55, 0.15, 0.85, 0.65)  # normalised x0, y0, x1, y1 of the fake fac
 SPEECH_DURATION = 5.0
 
 
-class FakeFaceTracker:
-    """One face at :data:`FACE_BOX` whose jaw opening is ``0.02 + 0.08 * envelope(t + lead)``
-    (it leads the sound by ``lead`` seconds); consumes the frames it is given."""
-
-    model_ids: list = []
-
-    def __init__(self, spans, lead: float):
-        self.spans, self.lead = spans, lead
-        self.shapes: list[tuple[int, ...]] = []
-
-    def track(self, frames, progress):
-        times = []
-        for t, frame in frames:
-            times.append(t)
-            self.shapes.append(frame.shape)
-            progress(1)
-        times = np.asarray(times, np.float64)
-        boxes = np.tile(np.asarray(FACE_BOX, np.float32), (len(times), 1))
-        act = (0.02 + 0.08 * syllable_envelope(times + self.lead, self.spans)).astype(np.float32)
-        return [VisualTrack(0, "face", times, boxes, act)]
+def FakeFaceTracker(spans, lead: float) -> SyllableFaceTracker:
+    return SyllableFaceTracker(spans, lead, FACE_BOX)
 
 
 @pytest.fixture(scope="module")
 def speech_clip(tmp_path_factory):
     """``(clip path, syllable spans)``: 5 s, 320x240 still grey picture at 25 fps, a voice-like
     buzz (120 Hz harmonics) shaped by the syllable envelope."""
-    folder = tmp_path_factory.mktemp("speechlike")
-    spans = syllable_spans(3, SPEECH_DURATION)
-    n = int(SPEECH_DURATION * RATE)
-    t = np.arange(n) / RATE
-    buzz = sum(np.sin(2 * np.pi * 120 * k * t) / k for k in range(1, 8))
-    wav = folder / "voice.wav"
-    sf.write(wav, (0.3 * syllable_envelope(t, spans) * buzz).astype(np.float32), RATE)
-    out = folder / "speech.mp4"
-    frame = np.full((H, W, 3), 90, np.uint8)
-    with media.VideoWriter(out, W, H, FPS, audio_from=wav) as writer:
-        for _ in range(int(SPEECH_DURATION * FPS)):
-            writer.write(frame)
-    return out, spans
+    return syllable_clip(tmp_path_factory.mktemp("speechlike"), 3, SPEECH_DURATION, RATE, FPS,
+                         W, H)
 
 
 def test_localize_face_path_with_a_fake_tracker(speech_clip, tmp_path, monkeypatch):

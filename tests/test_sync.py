@@ -12,60 +12,26 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 from avsplit import media
 from avsplit.associate import NATURAL_LAG_S
 from avsplit.engine import Engine
 from avsplit.errors import AvsplitError
-from avsplit.structures import VisualTrack
 from avsplit.sync import TOLERANCE_S, fix_offset, measure_offset
-from helpers import syllable_envelope, syllable_spans
+from helpers import SyllableFaceTracker, syllable_clip
 
 FPS, W, H, DURATION, RATE = 25, 320, 240, 5.0, 16000
 FACE_BOX = (0.3, 0.2, 0.6, 0.7)
 
 
-class FakeFaceTracker:
-    """One face whose jaw opening is ``0.02 + 0.08 * envelope(t + lead)`` (leads the sound by
-    ``lead`` seconds), or no face at all with ``spans=None``; consumes the frames."""
-
-    model_ids: list = []
-
-    def __init__(self, spans, lead: float = 0.0):
-        self.spans, self.lead = spans, lead
-        self.frames = 0
-
-    def track(self, frames, progress):
-        times = []
-        for t, _ in frames:
-            times.append(t)
-            progress(1)
-        self.frames = len(times)
-        if self.spans is None:
-            return []
-        times = np.asarray(times, np.float64)
-        boxes = np.tile(np.asarray(FACE_BOX, np.float32), (len(times), 1))
-        act = (0.02 + 0.08 * syllable_envelope(times + self.lead, self.spans)).astype(np.float32)
-        return [VisualTrack(0, "face", times, boxes, act)]
+def FakeFaceTracker(spans, lead: float = 0.0) -> SyllableFaceTracker:
+    return SyllableFaceTracker(spans, lead, FACE_BOX)
 
 
 @pytest.fixture(scope="module")
 def speech_clip(tmp_path_factory):
     """``(clip path, syllable spans)`` (see the module docstring); read-only."""
-    folder = tmp_path_factory.mktemp("sync")
-    spans = syllable_spans(7, DURATION)
-    n = int(DURATION * RATE)
-    t = np.arange(n) / RATE
-    buzz = sum(np.sin(2 * np.pi * 120 * k * t) / k for k in range(1, 8))
-    wav = folder / "voice.wav"
-    sf.write(wav, (0.3 * syllable_envelope(t, spans) * buzz).astype(np.float32), RATE)
-    out = folder / "speech.mp4"
-    frame = np.full((H, W, 3), 90, np.uint8)
-    with media.VideoWriter(out, W, H, FPS, audio_from=wav) as writer:
-        for _ in range(int(DURATION * FPS)):
-            writer.write(frame)
-    return out, spans
+    return syllable_clip(tmp_path_factory.mktemp("sync"), 7, DURATION, RATE, FPS, W, H)
 
 
 def _measure(path, tracker):

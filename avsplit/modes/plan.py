@@ -11,7 +11,6 @@ from avsplit.results import Stem
 from avsplit.structures import VisualTrack
 
 MODES = ("onscreen", "speakers", "instruments")
-SILENT_SHARE = 0.01   # a stem with < 1 % of the mixture's energy (-20 dB) is called silent
 
 
 @dataclass

@@ -26,6 +26,7 @@ from avsplit.associate import (ENV_HOP_S, Assignment, associate_envelopes, assoc
                                frame_weights, speech_envelope)
 from avsplit.clip import Clip
 from avsplit.engine import Engine
+from avsplit.models.enhancer import SpeechEnhancer
 from avsplit.modes.plan import Plan, SeparateOptions, track_entry
 from avsplit.progress import Progress
 from avsplit.results import Stem
@@ -75,14 +76,14 @@ def plan(clip: Clip, engine: Engine, options: SeparateOptions, progress: Progres
     mono = clip.mono(rate)
     step = progress.stage("separating voices", 1)
     masks = separator.masks(mono)
-    k = separator.unordered or masks.shape[0] - 1
     models = [separator.model_id]
-    if options.enhance and rate == 16000:  # speech vs background: the enhancer; voice vs voice: ours
+    if options.enhance and rate == SpeechEnhancer.rate:
+        # speech vs background: the enhancer; voice vs voice: ours (every slot a candidate)
         enhancer = engine.speech_enhancer()
         masks = refine_speech_masks(masks, mono, enhancer.enhance(mono), separator.n_fft,
                                     separator.hop)
-        k = masks.shape[0] - 1  # every separator slot is a voice candidate now
         models += enhancer.model_id
+    k = masks.shape[0] - 1  # voice candidates; the last row is the background
     env_hop = int(round(ENV_HOP_S * rate))
     envs, env_t = slot_envelopes(mono, masks, list(range(k)), separator.n_fft, separator.hop,
                                  rate, speech_envelope, env_hop)
