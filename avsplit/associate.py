@@ -23,6 +23,8 @@ ENV_WIN_S = 0.04
 LAGS_S = np.round(np.arange(-0.3, 0.3001, 0.02), 3)
 NATURAL_LAG_S = 0.05  # speech sound trails jaw opening by tens of ms (design doc: peak at 0..+0.1 s)
 LAG_PRIOR = 0.3  # r penalty at 0.35 s from the natural lag (quadratic)
+# decision thresholds (see associate_envelopes)
+Z_BEST, R_BEST, Z_OTHER, R_OTHER, SILENCE_DB = 1.0, 0.15, 3.0, 0.3, -30.0
 
 
 @dataclass
@@ -150,36 +152,38 @@ def associate(sources: np.ndarray, rate: int, tracks: list[VisualTrack], **thres
     return associate_envelopes(np.stack([e for e, _ in envs]), envs[0][1], tracks, **thresholds)
 
 
-def associate_envelopes(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[VisualTrack],
-                        z_best: float = 1.0, r_best: float = 0.15, z_other: float = 3.0,
-                        r_other: float = 0.3, silence_db: float = -30.0) -> list[Assignment]:
-    """Decide for each candidate source whether it is the voice of a visible face.
-
-    Each face takes its best-synchronised source when that source's ``z >= z_best`` and
-    ``r >= r_best``; any other source joins a face only on strong evidence (``z >= z_other``
-    and ``r >= r_other``: a voice the separator split over two slots). Thresholds were set on
-    the development clips (own voice vs. held-out impostor voices; see docs/benchmarks.md).
+def sync_matrix(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[VisualTrack],
+                silence_db: float = -30.0) -> tuple[np.ndarray, dict[int, list[SyncScore]]]:
+    """Levels and synchrony scores of candidate sources against face tracks (no decision).
 
     Args:
-        envelopes: ``[K, N]`` RMS envelopes (:func:`speech_envelope`) of the candidate speech
-            sources; env_t: ``[N]`` their times in seconds.
-        tracks: face tracks of the clip (may be empty).
-        silence_db: sources quieter than this (dB relative to the loudest candidate) are
-            treated as empty and left off-screen.
+        envelopes: ``[K, N]`` RMS envelopes (:func:`speech_envelope`); env_t: ``[N]`` seconds.
+        tracks: face tracks (may be empty).
+        silence_db: sources quieter than this (dB relative to the loudest candidate) are not
+            scored.
 
     Returns:
-        One :class:`Assignment` per source, in source order.
+        ``(level [K] dB relative to the loudest, {source index: [SyncScore per track]})`` for
+        the sources at or above ``silence_db``.
     """
     rms = np.sqrt((envelopes.astype(np.float64) ** 2).mean(axis=1)) + 1e-12
     level = 20 * np.log10(rms / rms.max())
-    n_sources = len(envelopes)
-    active = [k for k in range(n_sources) if level[k] >= silence_db]
     scores: dict[int, list[SyncScore]] = {}
-    for k in active:
-        env = (envelopes[k], env_t)
-        scores[k] = [sync_score(np.zeros(0, np.float32), 0, tr, envelope=env) for tr in tracks]
+    for k in range(len(envelopes)):
+        if level[k] >= silence_db:
+            env = (envelopes[k], env_t)
+            scores[k] = [sync_score(np.zeros(0, np.float32), 0, tr, envelope=env) for tr in tracks]
+    return level, scores
+
+
+def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
+           z_best: float = Z_BEST, r_best: float = R_BEST, z_other: float = Z_OTHER,
+           r_other: float = R_OTHER, silence_db: float = SILENCE_DB) -> list[Assignment]:
+    """The association rule on precomputed :func:`sync_matrix` output (see
+    :func:`associate_envelopes`); sources scored but quieter than ``silence_db`` are empty."""
+    active = [k for k in scores if level[k] >= silence_db]
     matched: dict[int, SyncScore] = {}
-    for f in range(len(tracks)):
+    for f in range(n_tracks):
         ranked = sorted(active, key=lambda k: -scores[k][f].z)
         for rank, k in enumerate(ranked):
             s = scores[k][f]
@@ -188,10 +192,10 @@ def associate_envelopes(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[V
             if (strong or plausible) and (k not in matched or s.z > matched[k].z):
                 matched[k] = s
     out = []
-    for k in range(n_sources):
-        if k not in scores:
+    for k in range(len(level)):
+        if k not in active:
             out.append(Assignment(k, False, None, 0.0, float(level[k]), [], f"empty source ({level[k]:.0f} dB)"))
-        elif not tracks:
+        elif not n_tracks:
             out.append(Assignment(k, False, None, 0.0, float(level[k]), [], "no face visible"))
         elif k in matched:
             s = matched[k]
@@ -204,6 +208,32 @@ def associate_envelopes(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[V
                                   float(level[k]), scores[k],
                                   f"no face in sync (best face {best.track_id}: r={best.r:.2f}, z={best.z:.1f})"))
     return out
+
+
+def associate_envelopes(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[VisualTrack],
+                        z_best: float = Z_BEST, r_best: float = R_BEST, z_other: float = Z_OTHER,
+                        r_other: float = R_OTHER, silence_db: float = SILENCE_DB
+                        ) -> list[Assignment]:
+    """Decide for each candidate source whether it is the voice of a visible face.
+
+    Each face takes its best-synchronised source when that source's ``z >= z_best`` and
+    ``r >= r_best``; any other source joins a face only on strong evidence (``z >= z_other``
+    and ``r >= r_other``: a voice the separator split over two slots). The defaults were tuned
+    with ``benchmarks/tune_association.py`` on the development clips, which the benchmarks do
+    not score (see docs/benchmarks.md).
+
+    Args:
+        envelopes: ``[K, N]`` RMS envelopes (:func:`speech_envelope`) of the candidate speech
+            sources; env_t: ``[N]`` their times in seconds.
+        tracks: face tracks of the clip (may be empty).
+        silence_db: sources quieter than this (dB relative to the loudest candidate) are
+            treated as empty and left off-screen.
+
+    Returns:
+        One :class:`Assignment` per source, in source order.
+    """
+    level, scores = sync_matrix(envelopes, env_t, tracks, silence_db)
+    return decide(level, scores, len(tracks), z_best, r_best, z_other, r_other, silence_db)
 
 
 WINDOW_S = 20.0

@@ -266,12 +266,16 @@ def iter_frames(path: PathLike, max_side: int | None = 640,
     Raises:
         MediaError: missing file, not media, no video stream, or the video cannot be decoded.
     """
+    if container is not None:
+        try:
+            container.seek(0)
+        except (av.FFmpegError, OSError):
+            # cannot rewind (e.g. an FLV without a seek index): decoding on from where the
+            # probe stopped would start without a key frame, so open the file afresh
+            container = None
     own = container is None
     if own:
         container = _open(path)
-    else:
-        with contextlib.suppress(av.FFmpegError, OSError):
-            container.seek(0)
     with (container if own else contextlib.nullcontext(container)):
         vs = _video_stream(container)
         if vs is None:

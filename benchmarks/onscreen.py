@@ -1,6 +1,7 @@
 """On-screen speech benchmark (mix-and-separate on real talking-face videos).
 
-For each talking-face video in ``DATA/av/speech`` (its own voice is the on-screen reference)
+For each talking-face video in ``DATA/av/speech`` (its own voice is the on-screen reference;
+the development clips :data:`report.DEV_CLIPS`, on which the association was tuned, are left out)
 we add, at 0 dB, either off-screen speech from a held-out speaker (``DATA/audio/speech``) or
 held-out background noise, run ``avsplit separate`` on the remuxed mixture, and score
 ``onscreen.wav``:
@@ -30,7 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from report import held_out_voice, product_masks, run_separate, write_section
+from report import DEV_CLIPS, held_out_voice, product_masks, run_separate, write_section
 import torch
 
 from avsplit import media
@@ -89,7 +90,9 @@ def _oracle_and_baselines(own: np.ndarray, mix: np.ndarray, rate: int, model) ->
 
 
 def run(data: Path, work: Path, kinds: list[str], limit: int | None) -> list[dict]:
-    clips = sorted(p for g in CLIP_GLOBS for p in (data / "av" / "speech").glob(g))[:limit]
+    root = data / "av" / "speech"
+    clips = sorted(p for g in CLIP_GLOBS for p in root.glob(g)
+                   if p.relative_to(root).as_posix() not in DEV_CLIPS)[:limit]
     model = ENGINE.separator("speech-blstm")
     rows = []
     for kind in kinds:

@@ -11,6 +11,15 @@ from pathlib import Path
 import numpy as np
 
 
+# Development clips of DATA/av/speech (relative paths): used to tune decisions
+# (benchmarks/tune_association.py), never scored by onscreen.py or speakers.py. Three GRID
+# talkers that no speakers pair uses and three CREMA-D takes of actor 1001 (whose NEU take is
+# scored).
+DEV_CLIPS = ["grid/lbbc2a.mpg", "grid/lrwp9a.mpg", "grid/sbwe5n.mpg",
+             "crema_d/1001_DFA_ANG_XX.flv", "crema_d/1001_DFA_DIS_XX.flv",
+             "crema_d/1001_DFA_FEA_XX.flv"]
+
+
 def run_separate(input_path: Path, outdir: Path, *options: str
                  ) -> tuple[subprocess.CompletedProcess, float]:
     """``avsplit separate INPUT -o OUTDIR -q OPTIONS...`` in its own process (start-up

@@ -345,3 +345,21 @@ def test_video_writer_cleans_up_on_error(tmp_path, video_with_audio, video_no_au
         with media.VideoWriter(out, 32, 24, 25):
             pass  # no frames
     assert files_in(tmp_path) == []
+
+
+def test_clip_frames_twice_from_a_file_that_cannot_rewind(tmp_path, make_media):
+    """FLV without a seek index: PyAV cannot seek back after the probe; the frames still come
+    (a real CREMA-D clip failed with 'Invalid data' before the file was reopened)."""
+    from avsplit.clip import Clip
+
+    flv = make_media(tmp_path / "clip.flv",
+                     "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25:duration=2",
+                     "-f", "lavfi", "-i", "sine=frequency=300:sample_rate=22050:duration=2",
+                     "-c:v", "flv", "-c:a", "libmp3lame", "-shortest")
+    with av.open(str(flv)) as c:  # the premise: this container refuses to rewind
+        with pytest.raises((av.FFmpegError, OSError)):
+            c.seek(0)
+    with Clip(flv) as clip:
+        first = [t for t, _ in clip.frames(max_side=64)]
+        again = [t for t, _ in clip.frames(max_side=64)]
+    assert len(first) == 50 and again == first

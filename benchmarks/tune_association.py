@@ -1,0 +1,235 @@
+"""Tune the association thresholds (:mod:`avsplit.associate`) on the development clips.
+
+The development clips (:data:`report.DEV_CLIPS`) are real talking-face videos of
+``DATA/av/speech`` that ``benchmarks/onscreen.py`` and ``benchmarks/speakers.py`` do not score.
+On them we build, in-process and at the separator's 16 kHz (no AAC round trip):
+
+* ``onscreen``: each clip's own voice + a held-out off-screen voice at 0 dB (``--voices``
+  different speakers per clip, seeds disjoint from the benchmarks'), and + held-out noise at
+  0 dB (``--noises`` per clip);
+* ``speakers``: :data:`DEV_PAIRS`, two dev clips of different people side by side (ffmpeg
+  ``hstack``, as ``benchmarks/speakers.py`` builds them), their voices at 0 dB, with and without
+  an off-screen voice.
+
+The product's voice candidates (separator slots x enhancer speech mask), their envelopes and the
+face tracks of the real video are computed once; the synchrony scores are computed once
+(:func:`avsplit.associate.sync_matrix`); then every threshold set of the grid is scored with
+:func:`avsplit.associate.decide`, as the product decides for a clip up to 30 s:
+
+* onscreen: SI-SDRi of the on-screen stem (the sum of the on-screen candidates; none: silence,
+  0 dB SI-SDR), right when the on-screen stem is closer to the own voice than the off-screen
+  rest and the rest closer to the interferer;
+* speakers: per visible person, SI-SDRi of the candidates matched to their face track (none:
+  the mixture, 0 dB, wrong), right when closer to their own voice than to the other person's.
+
+The objective is the mean SI-SDRi over all onscreen examples and visible people; the top
+threshold sets are printed with both modes' numbers and the share right.
+
+    python benchmarks/tune_association.py --data ../shared/data [--json-out runs/tune.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from report import DEV_CLIPS, held_out_voice, product_masks
+
+from avsplit import media
+from avsplit.apply import slot_envelopes
+from avsplit.associate import ENV_HOP_S, decide, speech_envelope, sync_matrix
+from avsplit.audio import resample, si_sdr
+from avsplit.clip import Clip
+from avsplit.engine import Engine
+from avsplit.train import corpus
+
+RATE = 16000
+ENGINE = Engine("cpu")
+# two dev clips of different people each (GRID talkers differ; CREMA-D is one actor)
+DEV_PAIRS = [("grid/lbbc2a.mpg", "grid/lrwp9a.mpg"), ("grid/sbwe5n.mpg", "crema_d/1001_DFA_ANG_XX.flv"),
+             ("crema_d/1001_DFA_DIS_XX.flv", "grid/lbbc2a.mpg"), ("grid/lrwp9a.mpg", "grid/sbwe5n.mpg")]
+GRID = {"z_best": [0.5, 1.0, 1.5, 2.0, 2.5, 3.0], "r_best": [0.05, 0.1, 0.15, 0.2, 0.3],
+        "z_other": [1.5, 2.0, 3.0, 4.0, 99.0], "r_other": [0.15, 0.2, 0.3, 0.4],
+        "silence_db": [-15.0, -20.0, -25.0, -30.0, -40.0]}
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(x ** 2))) + 1e-12
+
+
+def _noise(seed: int, length: int, data: Path) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    files = corpus.background_files(data, "heldout")
+    y = corpus.load_mono(files[int(rng.integers(len(files)))], RATE)
+    while len(y) < length:
+        y = np.concatenate([y, y])
+    start = int(rng.integers(0, len(y) - length + 1))
+    return y[start:start + length].astype(np.float32)
+
+
+def _candidates(mix: np.ndarray, separator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Voice candidates of a 16 kHz mixture: ``(waves [k, S], envelopes [k, N], env_t [N])``."""
+    masks = product_masks(ENGINE, separator, mix)
+    k = masks.shape[0] - 1
+    waves = separator.apply(mix[None], RATE, masks)[:k, 0]
+    envs, env_t = slot_envelopes(mix, masks, list(range(k)), separator.n_fft, separator.hop,
+                                 RATE, speech_envelope, int(round(ENV_HOP_S * RATE)))
+    return waves, envs, env_t
+
+
+def _tracks(video: Path):
+    with Clip(video) as clip:
+        return ENGINE.face_tracks(clip)
+
+
+def _voice(path: Path) -> np.ndarray:
+    audio, rate = media.load_audio(path)
+    return resample(audio.mean(axis=0), rate, RATE).astype(np.float32)
+
+
+def build(data: Path, voices: int, noises: int, work: Path) -> list[dict]:
+    """The development examples, each with its candidates, references, tracks and scores."""
+    from speakers import _side_by_side
+
+    separator = ENGINE.separator("speech-blstm")
+    speech = data / "av" / "speech"
+    examples = []
+    for c, rel in enumerate(DEV_CLIPS):
+        path = speech / rel
+        if not path.exists():
+            continue
+        own = _voice(path)
+        tracks = _tracks(path)
+        interferers = [("voice", held_out_voice(500 + 10 * c + i, len(own), RATE, data))
+                       for i in range(voices)]
+        interferers += [("noise", _noise(700 + 10 * c + i, len(own), data)) for i in range(noises)]
+        for kind, y in interferers:
+            y = y * (_rms(own) / _rms(y))
+            mix = own + y
+            g = 0.9 / np.abs(mix).max() if np.abs(mix).max() > 0.9 else 1.0
+            waves, envs, env_t = _candidates(mix * g, separator)
+            level, scores = sync_matrix(envs, env_t, tracks, silence_db=-200.0)
+            examples.append({"mode": "onscreen", "kind": kind, "clip": rel, "mix": mix * g,
+                             "refs": [own * g, y * g], "waves": waves, "level": level,
+                             "scores": scores, "tracks": tracks})
+        print(f"{rel}: {len(tracks)} face tracks", flush=True)
+    for p, (a, b) in enumerate(DEV_PAIRS):
+        va, vb = _voice(speech / a), _voice(speech / b)
+        n = min(len(va), len(vb))
+        va, vb = va[:n], vb[:n] * (_rms(va[:n]) / _rms(vb[:n]))
+        wav = work / f"pair{p}.wav"
+        media.write_audio(wav, (va + vb)[None] * 0.5, RATE, "wav")
+        video = work / f"pair{p}.mp4"
+        _side_by_side(speech / a, speech / b, n / RATE, wav, video)
+        tracks = _tracks(video)
+        sides = {}
+        for tr in tracks:  # one track per half: the most-seen one
+            seen = np.isfinite(tr.boxes[:, 0])
+            if seen.sum() == 0:
+                continue
+            cx = float(np.nanmean((tr.boxes[seen, 0] + tr.boxes[seen, 2]) / 2))
+            side = 0 if cx < 0.5 else 1
+            if side not in sides or seen.sum() > sides[side][1]:
+                sides[side] = (tr.track_id, int(seen.sum()))
+        for with_off in (False, True):
+            off = held_out_voice(900 + p, n, RATE, data) if with_off else np.zeros(n, np.float32)
+            off = off * (_rms(va) / _rms(off)) if with_off else off
+            mix = va + vb + off
+            g = 0.9 / np.abs(mix).max() if np.abs(mix).max() > 0.9 else 1.0
+            waves, envs, env_t = _candidates(mix * g, separator)
+            level, scores = sync_matrix(envs, env_t, tracks, silence_db=-200.0)
+            examples.append({"mode": "speakers", "kind": "2v+off" if with_off else "2v",
+                             "clip": f"{a} | {b}", "mix": mix * g, "refs": [va * g, vb * g],
+                             "waves": waves, "level": level, "scores": scores, "tracks": tracks,
+                             "sides": {s: t for s, (t, _) in sides.items()}})
+        print(f"pair {a} | {b}: {len(tracks)} face tracks, halves {sorted(sides)}", flush=True)
+    return examples
+
+
+def score(example: dict, thresholds: dict, memo: dict) -> list[tuple[float, bool]]:
+    """``[(SI-SDRi dB, right)]``: one entry (onscreen) or one per visible person (speakers)."""
+    asg = decide(example["level"], example["scores"], len(example["tracks"]), **thresholds)
+    mix, waves = example["mix"], example["waves"]
+
+    def sdr(subset: tuple, ref: int, rest: bool = False) -> float:
+        key = (subset, ref, rest)
+        if key not in memo:
+            est = waves[list(subset)].sum(0) if subset else np.zeros_like(mix)
+            memo[key] = float(si_sdr(mix - est if rest else est, example["refs"][ref]))
+        return memo[key]
+
+    if "base" not in memo:
+        memo["base"] = [float(si_sdr(mix, r)) for r in example["refs"]]
+    base = memo["base"]
+    if example["mode"] == "onscreen":
+        on = tuple(a.source_index for a in asg if a.onscreen)
+        right = bool(on) and sdr(on, 0) > sdr(on, 0, True) and sdr(on, 1, True) > sdr(on, 1)
+        return [(sdr(on, 0) - base[0], right)]
+    out = []
+    for side in (0, 1):
+        track = example["sides"].get(side)
+        idx = tuple(a.source_index for a in asg if a.onscreen and track is not None
+                    and a.track_id == track)
+        if not idx:
+            out.append((0.0, False))
+            continue
+        out.append((sdr(idx, side) - base[side], sdr(idx, side) > sdr(idx, 1 - side)))
+    return out
+
+
+def search(examples: list[dict]) -> list[dict]:
+    """Every threshold set of :data:`GRID`, scored; best first."""
+    memos = [dict() for _ in examples]
+    results = []
+    keys = list(GRID)
+    for values in itertools.product(*GRID.values()):
+        th = dict(zip(keys, values))
+        per = {"onscreen": [], "speakers": []}
+        for ex, memo in zip(examples, memos):
+            per[ex["mode"]] += score(ex, th, memo)
+        allv = per["onscreen"] + per["speakers"]
+        row = {**th, "objective": float(np.mean([v for v, _ in allv]))}
+        for mode, vs in per.items():
+            if vs:
+                row[f"{mode}_si_sdri"] = float(np.mean([v for v, _ in vs]))
+                row[f"{mode}_right"] = float(np.mean([r for _, r in vs]))
+        for kind in ("voice", "noise"):
+            vs = [score(ex, th, memo)[0] for ex, memo in zip(examples, memos)
+                  if ex["mode"] == "onscreen" and ex["kind"] == kind]
+            if vs:
+                row[f"onscreen_{kind}_si_sdri"] = float(np.mean([v for v, _ in vs]))
+                row[f"onscreen_{kind}_right"] = float(np.mean([r for _, r in vs]))
+        results.append(row)
+    results.sort(key=lambda r: -r["objective"])
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--voices", type=int, default=3, help="off-screen voices per dev clip")
+    parser.add_argument("--noises", type=int, default=2, help="noises per dev clip")
+    parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--json-out", type=Path, default=None)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        examples = build(args.data, args.voices, args.noises, Path(tmp))
+    results = search(examples)
+    from avsplit import associate as A
+
+    current = dict(z_best=A.Z_BEST, r_best=A.R_BEST, z_other=A.Z_OTHER, r_other=A.R_OTHER,
+                   silence_db=A.SILENCE_DB)
+    now = next((r for r in results if all(r[k] == v for k, v in current.items())), None)
+    print(f"{len(examples)} examples; current defaults: {json.dumps(now)}")
+    for r in results[: args.top]:
+        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}))
+    if args.json_out:
+        args.json_out.write_text(json.dumps({"current": now, "results": results[:200]}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
