@@ -46,13 +46,17 @@ def chunk_stft(wave: np.ndarray, f0: int, f1: int, n_fft: int, hop: int) -> torc
     return spec[:, j:j + (f1 - f0)]
 
 
-def estimate_masks(masks_of: Callable[[torch.Tensor], np.ndarray], wave: np.ndarray, n_fft: int,
+def estimate_masks(masks_of: Callable[..., np.ndarray], wave: np.ndarray, n_fft: int,
                    hop: int, rate: int, chunk_s: float = 30.0, overlap_s: float = 3.0,
-                   unordered: int = 0, dtype=np.float16) -> np.ndarray:
+                   unordered: int = 0, dtype=np.float16,
+                   condition: np.ndarray | None = None) -> np.ndarray:
     """Masks of a whole recording, estimated in overlapping chunks.
 
     Args:
-        masks_of: ``[bins, frames]`` complex STFT chunk -> ``[slots, bins, frames]`` numpy masks.
+        masks_of: ``[bins, frames]`` complex STFT chunk -> ``[slots, bins, frames]`` numpy masks;
+            with ``condition``, called as ``masks_of(spec, condition[:, chunk frames])``.
+        condition: optional ``[channels, frames]`` per-frame conditioning on the model's frame
+            grid (a face's mouth-motion cue), cut into the same chunks.
         wave: ``[samples]`` float32 mono at ``rate`` Hz (the model's rate).
         n_fft, hop: the model's STFT (samples).
         chunk_s, overlap_s: chunk length and overlap in seconds.
@@ -71,7 +75,7 @@ def estimate_masks(masks_of: Callable[[torch.Tensor], np.ndarray], wave: np.ndar
     while start < n_frames:
         end = min(start + chunk, n_frames)
         spec = chunk_stft(wave, start, end, n_fft, hop)
-        m = masks_of(spec)
+        m = masks_of(spec) if condition is None else masks_of(spec, condition[:, start:end])
         if out is None:
             out = np.zeros((m.shape[0], m.shape[1], n_frames), dtype)
         ov = prev_end - start  # frames shared with what is already written

@@ -46,6 +46,11 @@ class Separator:
         self.unordered = int(getattr(model.config, "n_speakers", 0))
 
     @property
+    def takes_cue(self) -> bool:
+        """Whether the network is steered by a face's mouth-motion cue (slot 0 = that voice)."""
+        return int(getattr(self.config, "cue_channels", 0)) > 0
+
+    @property
     def rate(self) -> int:
         return int(self.config.sample_rate)
 
@@ -65,7 +70,7 @@ class Separator:
 
     @torch.no_grad()
     def masks(self, wave: np.ndarray, labels: list[str] | None = None, chunk_s: float = 30.0,
-              overlap_s: float = 3.0) -> np.ndarray:
+              overlap_s: float = 3.0, cue: np.ndarray | None = None) -> np.ndarray:
         """Masks of a recording at the model's rate.
 
         Args:
@@ -73,6 +78,9 @@ class Separator:
             labels: for a query-conditioned network, one mask row per label (repeats allowed);
                 raised to ``config.mask_power`` when the config has one.
             chunk_s, overlap_s: chunking (seconds).
+            cue: for a cue-steered extractor (:attr:`takes_cue`), ``[2, frames]`` float32 on the
+                model's frame grid (:func:`avsplit.cue.mouth_cue`): slot 0 is then the cued
+                voice and no slot is permuted between chunks.
 
         Returns:
             ``[slots or len(labels), bins, frames]`` float16, ``frames = samples // hop + 1``.
@@ -87,6 +95,13 @@ class Separator:
             def masks_of(spec: torch.Tensor) -> np.ndarray:
                 batch = spec.to(self.device)[None].expand(len(labels), -1, -1)
                 return self.model.masks(batch, query).cpu().numpy() ** power
+        elif cue is not None:
+            if not self.takes_cue:
+                raise ValueError(f"{self.model_id.get('name')} takes no mouth-motion cue")
+
+            def masks_of(spec: torch.Tensor, part: np.ndarray) -> np.ndarray:
+                c = torch.from_numpy(np.ascontiguousarray(part, np.float32)).to(self.device)[None]
+                return self.model.masks(spec.to(self.device)[None], c)[0].cpu().numpy()
         else:
             def masks_of(spec: torch.Tensor) -> np.ndarray:
                 return self.model.masks(spec.to(self.device)[None])[0].cpu().numpy()
@@ -103,7 +118,8 @@ class Separator:
         try:
             return apply.estimate_masks(masks_of, wave, self.n_fft, self.hop, self.rate, chunk_s,
                                         overlap_s,
-                                        unordered=self.unordered if labels is None else 0)
+                                        unordered=self.unordered if labels is None and cue is None else 0,
+                                        condition=cue)
         finally:
             torch.set_num_threads(threads)
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import pickle
 import tempfile
 from pathlib import Path
 
@@ -91,22 +92,26 @@ def _voice(path: Path) -> np.ndarray:
     return resample(audio.mean(axis=0), rate, RATE).astype(np.float32)
 
 
-def build(data: Path, voices: int, noises: int, work: Path) -> list[dict]:
-    """The development examples, each with its candidates, references, tracks and scores."""
+def build(data: Path, voices: int, noises: int, work: Path, clips: list[str] = DEV_CLIPS,
+          pairs: list[tuple[str, str]] = DEV_PAIRS, separator=None, seed: int = 500) -> list[dict]:
+    """Examples on ``clips`` and side-by-side ``pairs`` (default: the development ones), each
+    with the product's voice candidates (``separator``: default the bundled speech separator),
+    references, face tracks and synchrony scores. Interferer seeds start at ``seed``."""
     from speakers import _side_by_side
 
-    separator = ENGINE.separator("speech-blstm")
+    separator = separator or ENGINE.separator("speech-blstm")
     speech = data / "av" / "speech"
     examples = []
-    for c, rel in enumerate(DEV_CLIPS):
+    for c, rel in enumerate(clips):
         path = speech / rel
         if not path.exists():
             continue
         own = _voice(path)
         tracks = _tracks(path)
-        interferers = [("voice", held_out_voice(500 + 10 * c + i, len(own), RATE, data))
+        interferers = [("voice", held_out_voice(seed + 10 * c + i, len(own), RATE, data))
                        for i in range(voices)]
-        interferers += [("noise", _noise(700 + 10 * c + i, len(own), data)) for i in range(noises)]
+        interferers += [("noise", _noise(seed + 200 + 10 * c + i, len(own), data))
+                        for i in range(noises)]
         for kind, y in interferers:
             y = y * (_rms(own) / _rms(y))
             mix = own + y
@@ -117,7 +122,7 @@ def build(data: Path, voices: int, noises: int, work: Path) -> list[dict]:
                              "refs": [own * g, y * g], "waves": waves, "level": level,
                              "scores": scores, "tracks": tracks})
         print(f"{rel}: {len(tracks)} face tracks", flush=True)
-    for p, (a, b) in enumerate(DEV_PAIRS):
+    for p, (a, b) in enumerate(pairs):
         va, vb = _voice(speech / a), _voice(speech / b)
         n = min(len(va), len(vb))
         va, vb = va[:n], vb[:n] * (_rms(va[:n]) / _rms(vb[:n]))
@@ -136,7 +141,7 @@ def build(data: Path, voices: int, noises: int, work: Path) -> list[dict]:
             if side not in sides or seen.sum() > sides[side][1]:
                 sides[side] = (tr.track_id, int(seen.sum()))
         for with_off in (False, True):
-            off = held_out_voice(900 + p, n, RATE, data) if with_off else np.zeros(n, np.float32)
+            off = held_out_voice(seed + 400 + p, n, RATE, data) if with_off else np.zeros(n, np.float32)
             off = off * (_rms(va) / _rms(off)) if with_off else off
             mix = va + vb + off
             g = 0.9 / np.abs(mix).max() if np.abs(mix).max() > 0.9 else 1.0
@@ -215,9 +220,16 @@ def main() -> None:
     parser.add_argument("--noises", type=int, default=2, help="noises per dev clip")
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--json-out", type=Path, default=None)
+    parser.add_argument("--examples", type=Path, default=None,
+                        help="cache of the built examples (read when it exists, else written)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        examples = build(args.data, args.voices, args.noises, Path(tmp))
+    if args.examples is not None and args.examples.exists():
+        examples = pickle.loads(args.examples.read_bytes())
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            examples = build(args.data, args.voices, args.noises, Path(tmp))
+        if args.examples is not None:
+            args.examples.write_bytes(pickle.dumps(examples))
     results = search(examples)
     from avsplit import associate as A
 

@@ -11,7 +11,9 @@ from avsplit import apply
 from avsplit.audio import apply_masks, si_sdr
 from avsplit.engine import Engine
 from avsplit.models.registry import MODELS, sha256_of, weights_path
-from avsplit.train.speech import Pools, make_batch, sisdr_pit_loss
+from avsplit.cue import mouth_cue
+from avsplit.models.speech import SpeechSeparator, SpeechSeparatorConfig
+from avsplit.train.speech import Pools, make_batch, separation_loss
 
 
 def test_bundled_weights_match_their_registered_sha256():
@@ -89,11 +91,70 @@ def test_training_batches_are_exact_mixtures_and_pit_ignores_slot_order():
     assert speech.shape == (8, 2, RATE) and has_bg.dtype == torch.bool
     assert torch.allclose(mix, speech.sum(1) + background, atol=1e-6)
     ideal = torch.cat([speech, background[:, None]], dim=1)
-    loss_a = sisdr_pit_loss(ideal + 1e-4 * torch.randn_like(ideal), mix, speech, background, has_bg)
+    loss_a = separation_loss(ideal + 1e-4 * torch.randn_like(ideal), mix, speech, background, has_bg)
     swapped = torch.cat([ideal[:, :2].flip(1), ideal[:, 2:]], dim=1)
-    loss_b = sisdr_pit_loss(swapped + 1e-4 * torch.randn_like(ideal), mix, speech, background, has_bg)
+    loss_b = separation_loss(swapped + 1e-4 * torch.randn_like(ideal), mix, speech, background, has_bg)
     assert abs(float(loss_a - loss_b)) < 1.0
     everything_in_background = torch.zeros_like(ideal)
     everything_in_background[:, 2] = mix
     everything_in_background[:, :2] = 1e-3 * torch.randn_like(ideal[:, :2])
-    assert sisdr_pit_loss(everything_in_background, mix, speech, background, has_bg) > loss_a + 20
+    assert separation_loss(everything_in_background, mix, speech, background, has_bg) > loss_a + 20
+
+
+def test_fixed_examples_are_scored_without_permuting_the_slots():
+    rng = np.random.default_rng(1)
+    pools = Pools(speakers=[[voice_like(i, 2.0)] for i in range(4)], backgrounds=[], rirs=[])
+    mix, speech, background, has_bg = make_batch(pools, 4, RATE, rng)
+    two = speech.pow(2).sum(-1).gt(0).all(1)
+    assert two.any()
+    ideal = torch.cat([speech, background[:, None]], dim=1) + 1e-4 * torch.randn(4, 3, RATE)
+    swapped = torch.cat([ideal[:, :2].flip(1), ideal[:, 2:]], dim=1)
+    fixed = torch.ones(4, dtype=torch.bool)
+    right = separation_loss(ideal, mix, speech, background, has_bg, fixed=fixed)
+    wrong = separation_loss(swapped, mix, speech, background, has_bg, fixed=fixed)
+    assert wrong > right + 10  # the cued voice must be in slot 0
+    assert abs(float(separation_loss(swapped, mix, speech, background, has_bg) - right)) < 1.0
+
+
+def test_mouth_cue_is_normalised_and_flags_unseen_frames():
+    t = np.arange(50) / 25.0
+    jaw = 0.1 + 0.02 * np.sin(2 * np.pi * 3 * t)
+    jaw[20:30] = np.nan  # the face is lost for 0.4 s
+    frames = np.arange(0, 2.0, 0.016)
+    cue = mouth_cue(t, jaw, frames)
+    assert cue.shape == (2, len(frames)) and cue.dtype == np.float32
+    gap = (frames > 0.8 + 0.13) & (frames < 1.16 - 0.13)
+    assert cue[1, gap].sum() == 0 and np.all(cue[0, gap] == 0)
+    seen = cue[1] == 1
+    assert seen.sum() > 0.7 * len(frames)
+    assert abs(cue[0, seen].std() - 1.0) < 0.2  # z-scale, whatever the face's size
+    np.testing.assert_allclose(mouth_cue(t, 5 * jaw, frames), cue, atol=1e-5)
+    assert not mouth_cue(t, np.full(50, np.nan), frames).any()
+
+
+def test_extractor_warm_started_from_the_blind_separator_starts_as_it():
+    torch.manual_seed(0)
+    blind = SpeechSeparator(SpeechSeparatorConfig(hidden=16, proj=16, layers=1)).eval()
+    cued = SpeechSeparator(SpeechSeparatorConfig(hidden=16, proj=16, layers=1, cue_channels=2)).eval()
+    cued.load_blind(blind.state_dict())
+    spec = torch.randn(1, 257, 40, dtype=torch.complex64)
+    cue = torch.randn(1, 2, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(cued.masks(spec, cue), blind.masks(spec))
+        cued.cue[-1].weight.normal_()
+        assert not torch.allclose(cued.masks(spec, cue), blind.masks(spec))
+    restored = SpeechSeparator.from_checkpoint(cued.to_checkpoint())
+    assert restored.config.cue_channels == 2
+
+
+def test_a_voice_parked_in_the_background_slot_is_penalised():
+    """The flaw of the SI-SDR recipe: voice 2 in the background slot, slot 1 a -45 dB copy."""
+    rng = np.random.default_rng(2)
+    pools = Pools(speakers=[[voice_like(i, 2.0)] for i in range(4)], backgrounds=[], rirs=[])
+    mix, speech, background, has_bg = make_batch(pools, 6, RATE, rng)
+    two = speech.pow(2).sum(-1).gt(0).all(1)
+    mix, speech, background, has_bg = mix[two], speech[two], background[two], has_bg[two]
+    ideal = torch.cat([speech, background[:, None]], dim=1) + 1e-4 * torch.randn(len(mix), 3, RATE)
+    parked = torch.stack([speech[:, 0], 10 ** (-45 / 20) * speech[:, 1], speech[:, 1]], dim=1)
+    assert separation_loss(parked, mix, speech, background, has_bg) > \
+        separation_loss(ideal, mix, speech, background, has_bg) + 10

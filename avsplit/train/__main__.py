@@ -24,6 +24,8 @@ def main() -> None:
     sp.add_argument("--lr", type=float, default=1e-3)
     sp.add_argument("--threads", type=int, default=2)
     sp.add_argument("--init", type=Path, default=None, help="checkpoint to warm-start from")
+    sp.add_argument("--cue", action="store_true",
+                    help="train the face-cued target-speaker extractor (--init: blind weights)")
     md = sub.add_parser("music-data", help="render the synthetic instrument stems (fluidsynth)")
     md.add_argument("--out", type=Path, default=Path("runs/music"))
     md.add_argument("--scores", type=int, default=700, help="training scores to render")
@@ -44,7 +46,7 @@ def main() -> None:
         from avsplit.train.speech import train
 
         train(args.data, args.out, steps=args.steps, batch=args.batch, seconds=args.seconds,
-              lr=args.lr, threads=args.threads, init=args.init)
+              lr=args.lr, threads=args.threads, init=args.init, cue=args.cue)
     elif args.task == "music-data":
         from avsplit.train.instruments import render_data
 
