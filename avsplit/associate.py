@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from avsplit.structures import VisualTrack
 
@@ -183,14 +184,21 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
     :func:`associate_envelopes`); sources scored but quieter than ``silence_db`` are empty."""
     active = [k for k in scores if level[k] >= silence_db]
     matched: dict[int, SyncScore] = {}
-    for f in range(n_tracks):
-        ranked = sorted(active, key=lambda k: -scores[k][f].z)
-        for rank, k in enumerate(ranked):
-            s = scores[k][f]
-            strong = s.z >= z_other and s.r >= r_other
-            plausible = rank == 0 and s.z >= z_best and s.r >= r_best
-            if (strong or plausible) and (k not in matched or s.z > matched[k].z):
-                matched[k] = s
+    if active and n_tracks:
+        # each face first takes one source of its own: the one-to-one pairing with the largest
+        # total z (two faces never fight over the louder voice and leave the other one empty)
+        z = np.array([[scores[k][f].z for f in range(n_tracks)] for k in active])
+        rows, cols = linear_sum_assignment(-z)
+        for i, f in zip(rows, cols):
+            s = scores[active[i]][f]
+            if s.z >= z_best and s.r >= r_best:
+                matched[active[i]] = s
+    for k in active:  # a voice the separator split over two slots joins on strong evidence
+        if k in matched or not n_tracks:
+            continue
+        s = max(scores[k], key=lambda s: s.z)
+        if s.z >= z_other and s.r >= r_other:
+            matched[k] = s
     out = []
     for k in range(len(level)):
         if k not in active:
@@ -216,9 +224,10 @@ def associate_envelopes(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[V
                         ) -> list[Assignment]:
     """Decide for each candidate source whether it is the voice of a visible face.
 
-    Each face takes its best-synchronised source when that source's ``z >= z_best`` and
-    ``r >= r_best``; any other source joins a face only on strong evidence (``z >= z_other``
-    and ``r >= r_other``: a voice the separator split over two slots). The defaults were tuned
+    Faces and sources are first paired one to one (the pairing with the largest total z,
+    Hungarian assignment); a face keeps its source when ``z >= z_best`` and ``r >= r_best``.
+    Any other source joins its best face only on strong evidence (``z >= z_other`` and
+    ``r >= r_other``: a voice the separator split over two slots). The defaults were tuned
     with ``benchmarks/tune_association.py`` on the development clips, which the benchmarks do
     not score (see docs/benchmarks.md).
 

@@ -220,6 +220,8 @@ def main() -> None:
     parser.add_argument("--noises", type=int, default=2, help="noises per dev clip")
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--json-out", type=Path, default=None)
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="speech separator checkpoint (default: the bundled weights)")
     parser.add_argument("--examples", type=Path, default=None,
                         help="cache of the built examples (read when it exists, else written)")
     args = parser.parse_args()
@@ -227,7 +229,8 @@ def main() -> None:
         examples = pickle.loads(args.examples.read_bytes())
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            examples = build(args.data, args.voices, args.noises, Path(tmp))
+            examples = build(args.data, args.voices, args.noises, Path(tmp),
+                             separator=ENGINE.separator("speech-blstm", args.weights))
         if args.examples is not None:
             args.examples.write_bytes(pickle.dumps(examples))
     results = search(examples)

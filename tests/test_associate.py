@@ -74,3 +74,14 @@ def test_no_faces_means_offscreen_with_a_reason():
     a, _ = _syllables(7)
     result = associate(a[None], RATE, [])
     assert not result[0].onscreen and result[0].reason == "no face visible"
+
+
+def test_two_faces_do_not_fight_over_the_louder_voice():
+    """Source 0 is in sync with both faces (more with face 0); source 1 only with face 1: each
+    face must get its own source, not face 1 an empty stem."""
+    from avsplit.associate import SyncScore, decide
+
+    scores = {0: [SyncScore(0, 0.6, 0.04, 5.0, 100), SyncScore(1, 0.5, 0.04, 4.0, 100)],
+              1: [SyncScore(0, 0.0, 0.0, 0.0, 100), SyncScore(1, 0.25, 0.06, 2.5, 100)]}
+    out = decide(np.array([0.0, -3.0]), scores, 2)
+    assert [(a.onscreen, a.track_id) for a in out] == [(True, 0), (True, 1)]

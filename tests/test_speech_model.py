@@ -64,6 +64,21 @@ def test_chunked_mask_estimation_matches_one_pass_on_the_overlap():
     assert best < 1e-4
 
 
+def test_chunked_estimation_cuts_the_condition_with_the_chunks():
+    mixture = voice_like(4, 5.0)
+    frames = len(mixture) // 256 + 1
+    condition = np.stack([np.sin(np.arange(frames) / 7.0), np.ones(frames)]).astype(np.float32)
+
+    def masks_of(spec, part):  # a mask that follows the condition, frame by frame
+        assert part.shape == (2, spec.shape[-1])
+        m = 1 / (1 + np.exp(-part[0]))
+        return np.stack([np.broadcast_to(m, spec.shape), np.broadcast_to(1 - m, spec.shape)])
+
+    chunked = apply.estimate_masks(masks_of, mixture, 512, 256, RATE, chunk_s=1.5, overlap_s=0.5,
+                                   dtype=np.float32, condition=condition)
+    expected = 1 / (1 + np.exp(-condition[0]))
+    np.testing.assert_allclose(chunked[0], np.broadcast_to(expected, chunked[0].shape), atol=1e-5)
+
 def test_chunked_mask_application_at_the_input_rate_matches_one_pass():
     rate = 44100
     rng = np.random.default_rng(4)

@@ -344,7 +344,7 @@ def evaluate(model: SpeechSeparator, sets: dict, real: list | None = None) -> di
 
 CUE_PROB = 0.5  # share of training examples with a cue; the rest keep training the blind
 # separator, which this same network stays (it is shipped as one only if it separates blind too)
-CUE_CURRICULUM_STEPS = 4000  # the cue's lowest correlation falls from 0.9 to 0.3 over these
+CUE_CURRICULUM_STEPS = 4000  # the cue's lowest correlation falls from 1 to 0.3 over these
 
 
 def frame_times(samples: int, hop: int, rate: int) -> np.ndarray:
@@ -371,13 +371,13 @@ def cue_batch(speech: torch.Tensor, rng: np.random.Generator, jaw_model, hop: in
         if target != 0:
             speech[i] = speech[i].flip(0)
         cue[i] = torch.from_numpy(pseudo_cue(speech[i, 0].numpy(), rate, times, jaw_model, rng,
-                                             (r_low, 0.9)))
+                                             (r_low, 1.0)))
         cued[i] = True
     return speech, cue, cued
 
 
 def cue_validation(sets: dict, jaw_model, hop: int, rate: int, seed: int = 4321) -> dict:
-    """Fixed pseudo-visual cues (r 0.3..0.9, no curriculum) for the voiced validation sets:
+    """Fixed pseudo-visual cues (r 0.3..1, no curriculum) for the voiced validation sets:
     ``{condition: (cue [N, 2, frames], speech with the cued voice in row 0)}``."""
     rng = np.random.default_rng(seed)
     out = {}
@@ -501,7 +501,7 @@ def _train_cued(data: Path, out: Path, steps: int, batch: int, seconds: float, l
              if (out / "last.pt").exists() else 0]
 
     def loss_of(rng: np.random.Generator) -> torch.Tensor:
-        r_low = 0.9 - 0.6 * min(1.0, calls[0] / CUE_CURRICULUM_STEPS)
+        r_low = 1.0 - 0.7 * min(1.0, calls[0] / CUE_CURRICULUM_STEPS)
         calls[0] += 1
         mix, speech, bg, has_bg = make_batch(train_pools, batch, length, rng, rate)
         speech, cue, cued = cue_batch(speech, rng, jaw, hop, rate, r_low)
