@@ -25,7 +25,7 @@ LAGS_S = np.round(np.arange(-0.3, 0.3001, 0.02), 3)
 NATURAL_LAG_S = 0.05  # speech sound trails jaw opening by tens of ms (design doc: peak at 0..+0.1 s)
 LAG_PRIOR = 0.3  # r penalty at 0.35 s from the natural lag (quadratic)
 # decision thresholds (see associate_envelopes)
-Z_BEST, R_BEST, Z_OTHER, R_OTHER, SILENCE_DB = 1.0, 0.15, 3.0, 0.3, -30.0
+Z_BEST, R_BEST, Z_OTHER, R_OTHER, SILENCE_DB = 1.5, 0.15, 2.5, 0.3, -30.0
 
 
 @dataclass

@@ -13,11 +13,13 @@ import numpy as np
 
 # Development clips of DATA/av/speech (relative paths): used to tune decisions
 # (benchmarks/tune_association.py), never scored by onscreen.py or speakers.py. Three GRID
-# talkers that no speakers pair uses and three CREMA-D takes of actor 1001 (whose NEU take is
-# scored).
+# talkers that no speakers pair uses, three CREMA-D takes of actor 1001 (whose other takes are
+# scored), and two TV talking heads whose jaw movement follows their sound only weakly
+# (jaw-envelope r 0.2 and 0.05 at the natural lag), the case the first six do not show.
 DEV_CLIPS = ["grid/lbbc2a.mpg", "grid/lrwp9a.mpg", "grid/sbwe5n.mpg",
              "crema_d/1001_DFA_ANG_XX.flv", "crema_d/1001_DFA_DIS_XX.flv",
-             "crema_d/1001_DFA_FEA_XX.flv"]
+             "crema_d/1001_DFA_FEA_XX.flv", "talking_heads/face2.mp4",
+             "talking_heads_2/RD_Radio34_000.mp4"]
 
 
 def run_separate(input_path: Path, outdir: Path, *options: str

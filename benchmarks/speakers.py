@@ -70,14 +70,14 @@ FPS = 25
 
 # (left, right), relative to DATA/av/speech; every pair is two different people (the 14
 # people: 7 GRID talkers, face1 / face2 / face4, the 3 HDTF women, CREMA-D actor 1001).
+# (pairs with a development clip of report.DEV_CLIPS are left out: RD_Radio34 | face2 and
+# 1001_DFA_NEU | face2 were pairs until 2026-12-02)
 PAIRS = [
     ("talking_heads/face1.mp4", "talking_heads_2/RD_Radio2_000.mp4"),          # M / F
-    ("talking_heads_2/RD_Radio34_000.mp4", "talking_heads/face2.mp4"),         # F / M
     ("talking_heads/face4.mp4", "talking_heads_2/WDA_KatieHill_000.mp4"),      # F / F
     ("grid/brbk7n.mpg", "talking_heads/face1.mp4"),                            # F / M
     ("talking_heads_2/RD_Radio2_000.mp4", "grid/sbia1a.mpg"),                  # F / M
     ("grid/id2_vcd_swwp2s.mpg", "talking_heads/face4.mp4"),                    # M / F
-    ("crema_d/1001_DFA_NEU_XX.flv", "talking_heads/face2.mp4"),                # M / M
     ("grid/lwbsza.mpg", "talking_heads_2/WDA_KatieHill_000.mp4"),              # F / F
 ]
 KINDS = {"2v": "2 visible", "2v+off": "2 visible + 1 off-screen", "blind": "blind 2 voices"}

@@ -52,7 +52,8 @@ RATE = 16000
 ENGINE = Engine("cpu")
 # two dev clips of different people each (GRID talkers differ; CREMA-D is one actor)
 DEV_PAIRS = [("grid/lbbc2a.mpg", "grid/lrwp9a.mpg"), ("grid/sbwe5n.mpg", "crema_d/1001_DFA_ANG_XX.flv"),
-             ("crema_d/1001_DFA_DIS_XX.flv", "grid/lbbc2a.mpg"), ("grid/lrwp9a.mpg", "grid/sbwe5n.mpg")]
+             ("crema_d/1001_DFA_DIS_XX.flv", "grid/lbbc2a.mpg"), ("grid/lrwp9a.mpg", "grid/sbwe5n.mpg"),
+             ("talking_heads_2/RD_Radio34_000.mp4", "talking_heads/face2.mp4")]
 GRID = {"z_best": [0.5, 1.0, 1.5, 2.0, 2.5, 3.0], "r_best": [0.05, 0.1, 0.15, 0.2, 0.3],
         "z_other": [1.5, 2.0, 3.0, 4.0, 99.0], "r_other": [0.15, 0.2, 0.3, 0.4],
         "silence_db": [-15.0, -20.0, -25.0, -30.0, -40.0]}

@@ -46,7 +46,7 @@ MODELS: dict[str, ModelEntry] = {
     m.name: m
     for m in [
         ModelEntry("speech-blstm", "speech_blstm.pt",
-                   "f5bad48d68c28f3f704df451a12642340b2abc5647532b6086dbc7b8e05296c2",
+                   "e99276b33ed83ea32adc7b803690778895e00ee0c187e58bc5605e4d72b95776",
                    "speech separation: 2 voices + background (uPIT BLSTM masks, SI-SDR PIT, 16 kHz)",
                    16000, "MIT (trained by avsplit)",
                    "python -m avsplit.train speech --data ../shared/data",
