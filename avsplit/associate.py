@@ -154,7 +154,7 @@ def associate(sources: np.ndarray, rate: int, tracks: list[VisualTrack], **thres
 
 
 def sync_matrix(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[VisualTrack],
-                silence_db: float = -30.0) -> tuple[np.ndarray, dict[int, list[SyncScore]]]:
+                silence_db: float = SILENCE_DB) -> tuple[np.ndarray, dict[int, list[SyncScore]]]:
     """Levels and synchrony scores of candidate sources against face tracks (no decision).
 
     Args:

@@ -41,6 +41,11 @@ def stft(wave: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
     return spec.reshape(*shape[:-1], *spec.shape[-2:])
 
 
+def stft_frame_times(samples: int, hop: int, rate: int) -> np.ndarray:
+    """``[samples // hop + 1]`` float seconds of the centred :func:`stft` frames."""
+    return np.arange(samples // hop + 1) * hop / rate
+
+
 def istft(spec: torch.Tensor, n_fft: int, hop: int, length: int) -> torch.Tensor:
     """Inverse of :func:`stft`: ``[..., bins, frames]`` complex -> ``[..., length]`` float."""
     shape = spec.shape

@@ -32,10 +32,9 @@ from speakers import PAIRS
 from tune_association import ENGINE, RATE, build, score
 
 from avsplit import associate as A
-from avsplit.audio import si_sdr
+from avsplit.audio import si_sdr, stft_frame_times
 from avsplit.cue import mouth_cue
 from avsplit.modes.speech import refine_speech_masks
-from avsplit.train.speech import frame_times
 
 
 def _scored_clips(data: Path) -> list[str]:
@@ -44,12 +43,12 @@ def _scored_clips(data: Path) -> list[str]:
                   if p.relative_to(root).as_posix() not in DEV_CLIPS)
 
 
-def _extract(ex: dict, extractor, track) -> tuple[np.ndarray, np.ndarray]:
-    """``(slot 0 x enhancer mask, raw slot 0)`` waveforms for one face track."""
+def _extract(ex: dict, extractor, track, enhanced: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(slot 0 x enhancer mask, raw slot 0)`` waveforms for one face track; ``enhanced``: the
+    enhancer's output for the example's mixture."""
     mix = ex["mix"]
-    cue = mouth_cue(track.timestamps, track.activity, frame_times(len(mix), extractor.hop, RATE))
+    cue = mouth_cue(track.timestamps, track.activity, stft_frame_times(len(mix), extractor.hop, RATE))
     masks = extractor.masks(mix, cue=cue)
-    enhanced = ENGINE.speech_enhancer().enhance(mix)
     refined = refine_speech_masks(masks, mix, enhanced, extractor.n_fft, extractor.hop)
     return (extractor.apply(mix[None], RATE, refined[:1])[0, 0],
             extractor.apply(mix[None], RATE, masks[:1])[0, 0])
@@ -64,6 +63,7 @@ def evaluate(examples: list[dict], extractor) -> list[dict]:
         mix, refs = ex["mix"], ex["refs"]
         base = [float(si_sdr(mix, r)) for r in refs]
         people = []
+        enhanced = ENGINE.speech_enhancer().enhance(mix)
         if ex["mode"] == "onscreen":
             track = max(ex["tracks"], key=lambda t: int(np.isfinite(t.activity).sum()), default=None)
             targets = [(track, 0)]
@@ -75,7 +75,7 @@ def evaluate(examples: list[dict], extractor) -> list[dict]:
             if track is None:
                 entry.update(extractor=0.0, extractor_right=False, raw=0.0, raw_right=False)
             else:
-                for key, wave in zip(("extractor", "raw"), _extract(ex, extractor, track)):
+                for key, wave in zip(("extractor", "raw"), _extract(ex, extractor, track, enhanced)):
                     s_own = float(si_sdr(wave, refs[j]))
                     if ex["mode"] == "onscreen":
                         rest = mix - wave

@@ -31,13 +31,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from report import DEV_CLIPS, held_out_voice, product_masks, run_separate, write_section
+from report import DEV_CLIPS, held_out_noise, held_out_voice, product_masks, run_separate, write_section
 import torch
 
 from avsplit import media
 from avsplit.audio import istft, si_sdr, stft
 from avsplit.engine import Engine
-from avsplit.train import corpus
 
 ENGINE = Engine("cpu")
 EXTRA_OPTIONS: list[str] = []  # more `avsplit separate` options (--separate-options)
@@ -59,13 +58,7 @@ def _interferer(kind: str, i: int, length: int, rate: int, data: Path) -> np.nda
     """A held-out off-screen voice (several utterances back to back) or held-out noise."""
     if kind == "speech":
         return held_out_voice(100 + i, length, rate, data)
-    rng = np.random.default_rng(100 + i)
-    files = corpus.background_files(data, "heldout")
-    y = corpus.load_mono(files[int(rng.integers(len(files)))], rate)
-    while len(y) < length:
-        y = np.concatenate([y, y])
-    start = int(rng.integers(0, len(y) - length + 1))
-    return y[start:start + length].astype(np.float32)
+    return held_out_noise(100 + i, length, rate, data)
 
 
 def _oracle_and_baselines(own: np.ndarray, mix: np.ndarray, rate: int, model) -> dict:

@@ -67,6 +67,20 @@ def held_out_voice(seed: int, length: int, rate: int, data: Path) -> np.ndarray:
     return y[start:start + length].astype(np.float32)
 
 
+def held_out_noise(seed: int, length: int, rate: int, data: Path) -> np.ndarray:
+    """``length`` samples at ``rate`` Hz of one held-out background recording
+    (``avsplit.train.corpus``), looped when short, a random excerpt; float32 mono."""
+    from avsplit.train import corpus
+
+    rng = np.random.default_rng(seed)
+    files = corpus.background_files(data, "heldout")
+    y = corpus.load_mono(files[int(rng.integers(len(files)))], rate)
+    while len(y) < length:
+        y = np.concatenate([y, y])
+    start = int(rng.integers(0, len(y) - length + 1))
+    return y[start:start + length].astype(np.float32)
+
+
 def product_masks(engine, separator, mono: np.ndarray) -> np.ndarray:
     """The speech masks ``avsplit separate`` uses for a 16 kHz mono mixture: the separator's,
     refined by the speech enhancer (:func:`avsplit.modes.speech.refine_speech_masks`)."""

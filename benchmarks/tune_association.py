@@ -38,39 +38,24 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from report import DEV_CLIPS, held_out_voice, product_masks
+from report import DEV_CLIPS, held_out_noise, held_out_voice, product_masks
+from speakers import RATE, _rms, _side_by_side, _voice
 
 from avsplit import media
 from avsplit.apply import slot_envelopes
 from avsplit.associate import ENV_HOP_S, decide, speech_envelope, sync_matrix
-from avsplit.audio import resample, si_sdr
+from avsplit.audio import si_sdr
 from avsplit.clip import Clip
 from avsplit.engine import Engine
-from avsplit.train import corpus
 
-RATE = 16000
 ENGINE = Engine("cpu")
 # two dev clips of different people each (GRID talkers differ; CREMA-D is one actor)
 DEV_PAIRS = [("grid/lbbc2a.mpg", "grid/lrwp9a.mpg"), ("grid/sbwe5n.mpg", "crema_d/1001_DFA_ANG_XX.flv"),
              ("crema_d/1001_DFA_DIS_XX.flv", "grid/lbbc2a.mpg"), ("grid/lrwp9a.mpg", "grid/sbwe5n.mpg"),
              ("talking_heads_2/RD_Radio34_000.mp4", "talking_heads/face2.mp4")]
 GRID = {"z_best": [0.5, 1.0, 1.5, 2.0, 2.5, 3.0], "r_best": [0.05, 0.1, 0.15, 0.2, 0.3],
-        "z_other": [1.5, 2.0, 3.0, 4.0, 99.0], "r_other": [0.15, 0.2, 0.3, 0.4],
+        "z_other": [1.5, 2.0, 2.5, 3.0, 4.0, 99.0], "r_other": [0.15, 0.2, 0.3, 0.4],
         "silence_db": [-15.0, -20.0, -25.0, -30.0, -40.0]}
-
-
-def _rms(x: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(x ** 2))) + 1e-12
-
-
-def _noise(seed: int, length: int, data: Path) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    files = corpus.background_files(data, "heldout")
-    y = corpus.load_mono(files[int(rng.integers(len(files)))], RATE)
-    while len(y) < length:
-        y = np.concatenate([y, y])
-    start = int(rng.integers(0, len(y) - length + 1))
-    return y[start:start + length].astype(np.float32)
 
 
 def _candidates(mix: np.ndarray, separator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -88,18 +73,11 @@ def _tracks(video: Path):
         return ENGINE.face_tracks(clip)
 
 
-def _voice(path: Path) -> np.ndarray:
-    audio, rate = media.load_audio(path)
-    return resample(audio.mean(axis=0), rate, RATE).astype(np.float32)
-
-
 def build(data: Path, voices: int, noises: int, work: Path, clips: list[str] = DEV_CLIPS,
           pairs: list[tuple[str, str]] = DEV_PAIRS, separator=None, seed: int = 500) -> list[dict]:
     """Examples on ``clips`` and side-by-side ``pairs`` (default: the development ones), each
     with the product's voice candidates (``separator``: default the bundled speech separator),
     references, face tracks and synchrony scores. Interferer seeds start at ``seed``."""
-    from speakers import _side_by_side
-
     separator = separator or ENGINE.separator("speech-blstm")
     speech = data / "av" / "speech"
     examples = []
@@ -111,7 +89,7 @@ def build(data: Path, voices: int, noises: int, work: Path, clips: list[str] = D
         tracks = _tracks(path)
         interferers = [("voice", held_out_voice(seed + 10 * c + i, len(own), RATE, data))
                        for i in range(voices)]
-        interferers += [("noise", _noise(seed + 200 + 10 * c + i, len(own), data))
+        interferers += [("noise", held_out_noise(seed + 200 + 10 * c + i, len(own), RATE, data))
                         for i in range(noises)]
         for kind, y in interferers:
             y = y * (_rms(own) / _rms(y))

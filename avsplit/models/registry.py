@@ -47,7 +47,7 @@ MODELS: dict[str, ModelEntry] = {
     for m in [
         ModelEntry("speech-blstm", "speech_blstm.pt",
                    "e99276b33ed83ea32adc7b803690778895e00ee0c187e58bc5605e4d72b95776",
-                   "speech separation: 2 voices + background (uPIT BLSTM masks, SI-SDR PIT, 16 kHz)",
+                   "speech separation: 2 voices + background (uPIT BLSTM masks, thresholded-SNR PIT, 16 kHz)",
                    16000, "MIT (trained by avsplit)",
                    "python -m avsplit.train speech --data ../shared/data",
                    "avsplit.models.speech:SpeechSeparator"),

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from avsplit.apply import chunk_stft, slot_envelopes
+from avsplit.audio import stft_frame_times
 from avsplit.associate import (ENV_HOP_S, Assignment, associate_envelopes, associate_windows,
                                frame_weights, speech_envelope)
 from avsplit.clip import Clip
@@ -45,9 +46,8 @@ def refine_speech_masks(masks: np.ndarray, mono: np.ndarray, enhanced: np.ndarra
     """Let a speech enhancer decide speech vs background and our separator voice vs voice.
 
     With ``E = clip(|STFT(enhanced)| / |STFT(mono)|, 0, 1)`` per bin, every slot of the
-    separator (its speech slots *and* its background slot, which on real recordings often
-    holds one of the voices: it is unsupervised on clean two-voice training mixtures) becomes a
-    voice candidate ``E * m_s``, and a new last row ``1 - E`` is the background. The masks still
+    separator (its speech slots *and* its background slot, which may still hold speech the
+    separator did not give a speech slot) becomes a voice candidate ``E * m_s``, and a new last row ``1 - E`` is the background. The masks still
     sum to one. Computed block by block over frames.
 
     Args:
@@ -129,7 +129,7 @@ def plan(clip: Clip, engine: Engine, options: SeparateOptions, progress: Progres
             if not idx:
                 notes.append(f"{name}: face seen but no separated voice is in sync with it "
                               "(silent stem)")
-    frame_times = np.arange(masks.shape[-1]) * separator.hop / rate
+    frame_times = stft_frame_times(len(mono), separator.hop, rate)
     weights = frame_weights(windows, picks, masks.shape[0], frame_times)
     off_idx = [a.source_index for a in assignments if not a.onscreen]
     rest = Stem("offscreen", "offscreen", False, [], off_idx + [masks.shape[0] - 1], scores(off_idx))

@@ -170,8 +170,3 @@ def pseudo_cue(voice: np.ndarray, rate: int, frame_times: np.ndarray, model: Jaw
     return mouth_cue(times, jaw, frame_times)
 
 
-def real_cue(clip: dict, frame_times: np.ndarray, offset_s: float = 0.0) -> np.ndarray:
-    """The cue of a real clip's face track (``real_clip_tracks`` entry) on ``frame_times``
-    (seconds from ``offset_s`` in the clip)."""
-    return mouth_cue(clip["timestamps"] - offset_s, clip["activity"], frame_times)
-

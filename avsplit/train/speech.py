@@ -43,7 +43,8 @@ import numpy as np
 import torch
 from scipy.signal import fftconvolve
 
-from avsplit.audio import resample, si_sdr, stft, istft
+from avsplit.audio import istft, resample, si_sdr, stft, stft_frame_times
+from avsplit.cue import CUE_CHANNELS, mouth_cue
 from avsplit.models.speech import SpeechSeparator, SpeechSeparatorConfig
 from avsplit.train import corpus
 from avsplit.train.loop import fit
@@ -347,11 +348,6 @@ CUE_PROB = 0.5  # share of training examples with a cue; the rest keep training 
 CUE_CURRICULUM_STEPS = 4000  # the cue's lowest correlation falls from 1 to 0.3 over these
 
 
-def frame_times(samples: int, hop: int, rate: int) -> np.ndarray:
-    """``[samples // hop + 1]`` seconds of the centred STFT frames."""
-    return np.arange(samples // hop + 1) * hop / rate
-
-
 def cue_batch(speech: torch.Tensor, rng: np.random.Generator, jaw_model, hop: int, rate: int,
               r_low: float, cue_prob: float = CUE_PROB) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Cues for a batch of :func:`make_batch`: ``(speech [B, 2, S] with the cued voice moved to
@@ -360,8 +356,8 @@ def cue_batch(speech: torch.Tensor, rng: np.random.Generator, jaw_model, hop: in
 
     speech = speech.clone()
     b, _, length = speech.shape
-    times = frame_times(length, hop, rate)
-    cue = torch.zeros(b, 2, len(times))
+    times = stft_frame_times(length, hop, rate)
+    cue = torch.zeros(b, CUE_CHANNELS, len(times))
     cued = torch.zeros(b, dtype=torch.bool)
     for i in range(b):
         if rng.random() >= cue_prob:
@@ -392,8 +388,6 @@ def real_cue_set(clips: list[dict], pools: Pools, rate: int, hop: int, seconds: 
     """Real single-talker clips (:func:`avsplit.train.cue.real_clip_tracks`) mixed at 0 dB with
     a held-out voice, with the cue of their real face track:
     ``[(mixture, own, other, cue [2, frames])]``."""
-    from avsplit.train.cue import real_cue
-
     rng = np.random.default_rng(seed)
     out = []
     for c in clips:
@@ -401,7 +395,7 @@ def real_cue_set(clips: list[dict], pools: Pools, rate: int, hop: int, seconds: 
         other = np.concatenate([u for u in pools.speakers[rng.integers(len(pools.speakers))]])
         other = _crop(other, len(own), rng)
         other = other * 10 ** ((_rms_db(own) - _rms_db(other)) / 20)
-        cue = real_cue(c, frame_times(len(own), hop, rate))
+        cue = mouth_cue(c["timestamps"], c["activity"], stft_frame_times(len(own), hop, rate))
         out.append(((own + other).astype(np.float32), own.astype(np.float32),
                     other.astype(np.float32), cue))
     return out
@@ -479,7 +473,7 @@ def _train_cued(data: Path, out: Path, steps: int, batch: int, seconds: float, l
     from avsplit.train.cue import fit_jaw_model, leave_one_clip_out, real_clip_tracks
 
     out.mkdir(parents=True, exist_ok=True)
-    model = SpeechSeparator(SpeechSeparatorConfig(cue_channels=2))
+    model = SpeechSeparator(SpeechSeparatorConfig(cue_channels=CUE_CHANNELS))
     if not (out / "last.pt").exists():
         if init is None:
             raise ValueError("training the extractor needs --init: the blind separator's weights")
