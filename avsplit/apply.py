@@ -49,7 +49,9 @@ def chunk_stft(wave: np.ndarray, f0: int, f1: int, n_fft: int, hop: int) -> torc
 def estimate_masks(masks_of: Callable[..., np.ndarray], wave: np.ndarray, n_fft: int,
                    hop: int, rate: int, chunk_s: float = 30.0, overlap_s: float = 3.0,
                    unordered: int = 0, dtype=np.float16,
-                   condition: np.ndarray | None = None) -> np.ndarray:
+                   condition: np.ndarray | None = None,
+                   allocate: Callable[[tuple, type], object] | None = None,
+                   advance: Callable[[float], None] | None = None) -> np.ndarray:
     """Masks of a whole recording, estimated in overlapping chunks.
 
     Args:
@@ -63,6 +65,9 @@ def estimate_masks(masks_of: Callable[..., np.ndarray], wave: np.ndarray, n_fft:
         unordered: the first ``unordered`` slots are exchangeable (PIT): each chunk takes the
             permutation of them that agrees best with what is already written on the overlap.
         dtype: of the returned masks (float16 halves the memory of long inputs).
+        allocate: ``allocate(shape, dtype)`` gives the zeroed output (default ``np.zeros``;
+            :func:`avsplit.masks.new_masks` keeps long inputs' masks on disk).
+        advance: called with the seconds of audio each chunk adds (progress).
 
     Returns:
         ``[slots, bins, frames]`` masks, cross-faded linearly on the overlaps.
@@ -77,8 +82,10 @@ def estimate_masks(masks_of: Callable[..., np.ndarray], wave: np.ndarray, n_fft:
         spec = chunk_stft(wave, start, end, n_fft, hop)
         m = masks_of(spec) if condition is None else masks_of(spec, condition[:, start:end])
         if out is None:
-            out = np.zeros((m.shape[0], m.shape[1], n_frames), dtype)
+            out = (allocate or np.zeros)((m.shape[0], m.shape[1], n_frames), dtype)
         ov = prev_end - start  # frames shared with what is already written
+        if advance is not None:
+            advance((end - max(start, prev_end)) * hop / rate)
         if ov > 0:
             prev = out[:, :, start:prev_end].astype(np.float32)
             if unordered > 1:
@@ -89,8 +96,8 @@ def estimate_masks(masks_of: Callable[..., np.ndarray], wave: np.ndarray, n_fft:
                                              for i in range(k)))
                 m[:k] = m[list(best)]
             fade = np.linspace(0, 1, ov, dtype=np.float32)
-            out[:, :, start:prev_end] = prev * (1 - fade) + m[:, :, :ov] * fade
-            out[:, :, prev_end:end] = m[:, :, ov:]
+            m[:, :, :ov] = prev * (1 - fade) + m[:, :, :ov] * fade
+            out[:, :, start:end] = m
         else:
             out[:, :, start:end] = m
         if end == n_frames:

@@ -8,19 +8,15 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 import traceback
-from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Callable, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from avsplit import __version__
-from avsplit.errors import AvsplitError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Separate the sounds of a video by what is seen in it, and show where "
@@ -45,57 +41,120 @@ class Format(str, Enum):
     flac = "flac"
 
 
-class RichProgress:
-    """Rich progress bars on stderr, one per stage (see :class:`avsplit.progress.Progress`)."""
-
-    def __init__(self, progress: Progress | None, prefix: str):
-        self.progress = progress
-        self.prefix = prefix
-
-    def stage(self, description: str, total: float | None = None) -> Callable[[float], None]:
-        if self.progress is None:
-            return lambda n=1: None
-        task = self.progress.add_task(f"{self.prefix}: {description}", total=total)
-
-        def advance(n: float = 1) -> None:
-            self.progress.advance(task, n)
-
-        return advance
-
-
-@contextmanager
-def _progress(quiet: bool):
-    if quiet:
-        yield None
-        return
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                  TimeElapsedColumn(), console=stderr, transient=False) as p:
-        yield p
-
-
 def _fail(input_path, exc: BaseException, debug: bool) -> str:
     """Print one line for a failed input (a traceback too with --debug); return the message."""
-    if isinstance(exc, AvsplitError):
-        message = str(exc)
-    else:
-        message = f"internal error ({type(exc).__name__}: {exc}); rerun with --debug and report it"
+    from avsplit.batch import error_message
+
     if debug:
         traceback.print_exception(exc, file=sys.stderr)
-    where = "" if message.startswith(str(input_path)) else f"{input_path}: "
-    stderr.print(f"avsplit: error: {where}{message}", markup=False, highlight=False,
-                 soft_wrap=True)
+    message = error_message(exc, input_path)
+    _say(f"avsplit: error: {message}")
     return message
 
 
-def _failed(path: Path, message: str, seconds: float) -> dict:
-    """The ``--json`` summary entry of an input that failed."""
-    return {"input": str(path), "path": str(path), "ok": False, "status": "failed",
-            "error": message, "outputs": [], "seconds": round(seconds, 3)}
+def _say(text: str) -> None:
+    """One line on stderr, as it is (no rich markup)."""
+    stderr.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def _summary_table(lines: list[dict]) -> None:
+    """The end-of-batch table on stderr: counts, then one row per input not done."""
+    from rich.table import Table
+
+    counts = {"done": 0, "skipped": 0, "failed": 0}
+    for line in lines:
+        counts[line["status"]] += 1
+    table = Table(title=f"{counts['done']} done, {counts['skipped']} skipped, "
+                        f"{counts['failed']} failed", title_justify="left", show_edge=False)
+    table.add_column("input", overflow="fold")
+    table.add_column("status")
+    table.add_column("seconds", justify="right")
+    table.add_column("reason / outputs", overflow="fold")
+    shown = [x for x in lines if x["status"] != "done"] if len(lines) > 20 else lines
+    for line in shown:
+        detail = line.get("error") or line.get("reason") or (
+            line.get("outdir") or (line["outputs"][0] if line["outputs"] else ""))
+        table.add_row(line["path"], line["status"], f"{line['seconds']:.1f}", str(detail))
+    stderr.print(table)
+
+
+def _batch(task, inputs: list[Path], *, recursive: bool, jobs: int, executor: str,
+           ray_address: Optional[str], skip_existing: bool, overwrite: bool, json_out: bool,
+           quiet: bool, debug: bool, describe: Callable[[dict], None],
+           exclude: tuple = ()) -> None:
+    """Run ``task`` over ``inputs`` (see :func:`avsplit.batch.run_batch`): a JSON line per input
+    with ``--json``, one line per failure, a summary table, exit 0/1 (130/143 when stopped)."""
+    import signal as _signal
+
+    from avsplit.batch import Interrupted, raise_on_sigterm, run_batch
+    from avsplit.progress import RichProgress, rich_bars
+
+    if skip_existing and overwrite:
+        raise typer.BadParameter("use either --skip-existing or --overwrite, not both",
+                                 param_hint="--skip-existing")
+    raise_on_sigterm()
+    finished: list[dict] = []
+    with rich_bars(stderr, quiet) as bars:
+        def on_line(line: dict) -> None:
+            finished.append(line)
+            if json_out:
+                print(json.dumps(line, default=str), flush=True)
+            if line["status"] == "failed":
+                _say(f"avsplit: error: {line['error']}")
+            elif line["status"] == "skipped" and not quiet:
+                _say(f"{line['path']}: skipped ({line.get('error') or line.get('reason')})")
+            elif not quiet and not json_out:
+                describe(line)
+
+        def overall(total: int):
+            if bars is None:
+                return lambda: None
+            task_id = bars.add_task(f"{task.command}: inputs", total=total)
+            return lambda: bars.advance(task_id, 1)
+
+        try:
+            report = run_batch(task, inputs, recursive=recursive, jobs=jobs, executor=executor,
+                               ray_address=ray_address, skip_existing=skip_existing,
+                               overwrite=overwrite, debug=debug, exclude=exclude,
+                               on_line=on_line, overall=overall,
+                               progress_for=lambda job: RichProgress(bars, job.input.path.name))
+        except KeyboardInterrupt as exc:
+            signum = exc.signum if isinstance(exc, Interrupted) else int(_signal.SIGINT)
+            done = sum(1 for x in finished if x["status"] == "done")
+            _say(f"avsplit: interrupted by {_signal.Signals(signum).name}: {done} input(s) done; "
+                 "the input in progress left no output behind; rerun with --skip-existing "
+                 "to resume")
+            raise typer.Exit(128 + signum)
+    if not quiet and len(report.lines) > 1:
+        _summary_table(report.lines)
+    raise typer.Exit(report.exit_code)
+
+
+class Executor(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+def _batch_options():
+    """Typer options shared by the commands that take many inputs."""
+    return dict(
+        recursive=typer.Option(False, "--recursive", "-r",
+                               help="Also look for media files in sub-folders of folder inputs."),
+        jobs=typer.Option(1, "--jobs", "-j", min=1,
+                          help="Worker processes (each loads the models once)."),
+        executor=typer.Option(Executor.local, "--executor",
+                              help="local: this machine; ray: Ray tasks (pip install 'avsplit[ray]')."),
+        ray_address=typer.Option(None, "--ray-address", metavar="ADDR",
+                                 help="Ray cluster to use with --executor ray (default: start a local one)."),
+    )
+
+
+_B = _batch_options()
 
 
 @app.command()
 def separate(
-    inputs: list[Path] = typer.Argument(..., help="Video (or audio) files to separate."),
+    inputs: list[Path] = typer.Argument(..., help="Video (or audio) files, folders or globs to separate."),
     outdir: Path = typer.Option(Path("separated"), "-o", "--out",
                                 help="Output folder; results of clip.mp4 go to OUTDIR/clip/."),
     mode: Optional[Mode] = typer.Option(None, help="onscreen (default): on-screen vs off-screen sound; "
@@ -117,7 +176,20 @@ def separate(
                                     help="onscreen/speakers: let our separator's background slot "
                                     "decide speech vs. background instead of the pretrained "
                                     "speech enhancer (DTLN)."),
-    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+    filename: str = typer.Option("{stem}/{source}.{ext}", "--filename", metavar="TEMPLATE",
+                                 help="Output path of each file inside OUTDIR; fields {stem} (input "
+                                 "name), {source} (onscreen, speaker-0, violin, manifest), {ext}, "
+                                 "{mode}, {parent} (sub-folder of a folder input). Never leaves OUTDIR."),
+    skip_existing: bool = typer.Option(False, "--skip-existing",
+                                       help="Skip inputs whose outputs are complete (resume a batch)."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace existing outputs (default: an input whose outputs "
+                                   "exist fails)."),
+    recursive: bool = _B["recursive"],
+    jobs: int = _B["jobs"],
+    executor: Executor = _B["executor"],
+    ray_address: Optional[str] = _B["ray_address"],
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON line per input on stdout."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bars."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
 ) -> None:
@@ -125,8 +197,11 @@ def separate(
 
     Writes OUTDIR/<input name>/ with one audio file per stem (onscreen/offscreen,
     speaker-<id>, or <instrument>), a remuxed .mp4 per stem for video input, and manifest.json.
+    INPUT may be files, folders (--recursive descends) or globs; media is found by probing.
+    Exit code 0: all done (or skipped); 1: any input failed; 2: usage error.
     """
     from avsplit.labels import parse_query
+    from avsplit.outputs import check_template
 
     labels: list[str] = []
     if query is not None:
@@ -138,127 +213,106 @@ def separate(
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--query") from None
         mode = Mode.instruments
-    from avsplit.clip import Clip
-    from avsplit.engine import Engine
+    try:
+        check_template(filename)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--filename") from None
     from avsplit.modes.plan import SeparateOptions
-    from avsplit.outputs import folder_name
-    from avsplit.separate import separate_clip
+    from avsplit.tasks import SeparateTask
 
     options = SeparateOptions(mode=(mode or Mode.onscreen).value, fmt=fmt.value, video=not no_video,
                               audio_stream=audio_stream, query=labels, weights=weights,
                               enhance=not no_enhance)
-    try:
-        engine = Engine(device.value)
-    except AvsplitError as exc:  # the device cannot be used: every input fails the same way
-        message = _fail("", exc, debug)
-        if json_out:
-            print(json.dumps({"results": [_failed(p, message, 0.0) for p in inputs]}, indent=2))
-        raise typer.Exit(1)
-    results = []
-    taken: set[str] = set()
-    with engine, _progress(quiet) as bars:
-        for path in inputs:
-            t0 = time.perf_counter()
-            folder = folder_name(path, taken)
-            try:
-                with Clip(path, audio_stream) as clip:
-                    result = separate_clip(clip, engine, options, outdir, folder,
-                                           RichProgress(bars, path.name))
-            except (Exception, KeyboardInterrupt) as exc:  # one input never stops the batch
-                if isinstance(exc, KeyboardInterrupt):
-                    raise
-                results.append(_failed(path, _fail(path, exc, debug), time.perf_counter() - t0))
-                continue
-            summary = result.summary()
-            results.append({**summary, "path": str(path), "error": None,
-                            "seconds": round(time.perf_counter() - t0, 3)})
-            if not quiet and not json_out:
-                stderr.print(f"{path}: wrote {len(summary['files'])} files to {result.path}",
-                             markup=False, highlight=False, soft_wrap=True)
-    if json_out:
-        print(json.dumps({"results": results}, indent=2))
-    if not all(r["ok"] for r in results):
-        raise typer.Exit(1)
+    task = SeparateTask(options, outdir, filename, device.value)
+
+    def describe(line: dict) -> None:
+        for note in line.get("notes", []):
+            _say(f"{line['path']}: note: {note}")
+        _say(f"{line['path']}: wrote {len(line.get('files', []))} files to {line.get('outdir')}")
+
+    _batch(task, inputs, recursive=recursive, jobs=jobs, executor=executor.value,
+           ray_address=ray_address, skip_existing=skip_existing, overwrite=overwrite,
+           json_out=json_out, quiet=quiet, debug=debug, describe=describe, exclude=(outdir,))
 
 
 @app.command()
 def localize(
-    input: Path = typer.Argument(..., help="Video file."),
+    inputs: list[Path] = typer.Argument(..., help="Video files, folders or globs."),
     overlay: bool = typer.Option(False, "--overlay", help="Write the video with a heatmap of where the sound comes from."),
-    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Overlay video path (default <input>_overlay.mp4)."),
-    json_out: bool = typer.Option(False, "--json", help="Print per-frame peak positions and scores, and each instrument's loudness, as JSON."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Overlay video path for one input "
+                                       "(default <input>_overlay.mp4), or a folder for several "
+                                       "(created when missing)."),
+    json_out: bool = typer.Option(False, "--json", help="Print per-frame peak positions and scores, and each instrument's loudness, as one JSON line per input."),
     audio_stream: int = typer.Option(0, "--audio-stream", min=0, help="Audio stream to use (0 = first)."),
     device: Device = typer.Option(Device.auto, help="Where the networks run."),
     weights: Optional[Path] = typer.Option(None, "--weights", metavar="PATH",
                                            help="Instrument separator checkpoint instead of the bundled one."),
+    skip_existing: bool = typer.Option(False, "--skip-existing",
+                                       help="Skip inputs whose overlay is already there."),
+    recursive: bool = _B["recursive"],
+    jobs: int = _B["jobs"],
+    executor: Executor = _B["executor"],
+    ray_address: Optional[str] = _B["ray_address"],
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bars."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
 ) -> None:
-    """Show where in the picture the sound of INPUT comes from (one colour per instrument seen)."""
-    from avsplit.engine import Engine
-    from avsplit.localize import localize_file
+    """Show where in the picture the sound of each INPUT comes from (one colour per instrument seen)."""
+    from avsplit.tasks import LocalizeTask
 
     if out is not None and not overlay:
         overlay = True
-    with _progress(quiet) as bars:
-        try:
-            with Engine(device.value) as engine:
-                result = localize_file(input, overlay_path=(out or input.with_name(f"{input.stem}_overlay.mp4"))
-                                       if overlay else None, audio_stream=audio_stream,
-                                       progress=RichProgress(bars, input.name), weights=weights,
-                                       engine=engine)
-        except Exception as exc:
-            _fail(input, exc, debug)
-            raise typer.Exit(1)
-    if json_out:
-        print(json.dumps(result, indent=2))
-    elif not quiet:
-        for note in result.get("notes", []):
-            stderr.print(f"{input}: {note}", markup=False, highlight=False, soft_wrap=True)
-        if result.get("instruments"):
+    task = LocalizeTask(overlay, out, weights, audio_stream, device.value)
+
+    def describe(line: dict) -> None:
+        path = line["path"]
+        for note in line.get("notes", []):
+            _say(f"{path}: {note}")
+        if line.get("instruments"):
             names = ", ".join(i["name"] + (" (silent)" if i["silent"] else "")
-                              for i in result["instruments"])
-            stderr.print(f"{input}: instruments: {names}", markup=False, highlight=False, soft_wrap=True)
-        if result.get("overlay"):
-            stderr.print(f"{input}: wrote {result['overlay']}", markup=False, highlight=False, soft_wrap=True)
+                              for i in line["instruments"])
+            _say(f"{path}: instruments: {names}")
+        if line.get("overlay"):
+            _say(f"{path}: wrote {line['overlay']}")
         else:
-            stderr.print(f"{input}: {len(result['frames'])} frames analysed; add --overlay to write a video",
-                         markup=False, highlight=False, soft_wrap=True)
+            _say(f"{path}: {len(line.get('frames', []))} frames analysed; add --overlay to write a video")
+
+    _batch(task, inputs, recursive=recursive, jobs=jobs, executor=executor.value,
+           ray_address=ray_address, skip_existing=skip_existing, overwrite=not skip_existing,
+           json_out=json_out, quiet=quiet, debug=debug, describe=describe,
+           exclude=(out,) if out is not None and overlay and out.suffix == "" else ())
 
 
 @app.command()
 def sync(
-    input: Path = typer.Argument(..., help="Video file with a visible speaker."),
+    inputs: list[Path] = typer.Argument(..., help="Video files (folders, globs) with a visible speaker."),
     fix: bool = typer.Option(False, "--fix", help="Write a copy with the audio shifted into sync (needs -o)."),
-    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output video for --fix."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output video for --fix (a folder for several inputs)."),
     audio_stream: int = typer.Option(0, "--audio-stream", min=0, help="Audio stream to use (0 = first)."),
-    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON line per input."),
+    recursive: bool = _B["recursive"],
+    jobs: int = _B["jobs"],
+    executor: Executor = _B["executor"],
+    ray_address: Optional[str] = _B["ray_address"],
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bars."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
 ) -> None:
-    """Measure how far the audio of INPUT is ahead of or behind the lips (and fix it)."""
-    from avsplit.engine import Engine
-    from avsplit.sync import fix_offset, measure_offset
+    """Measure how far the audio of each INPUT is ahead of or behind the lips (and fix it)."""
+    from avsplit.tasks import SyncTask
 
     if fix and out is None:
-        stderr.print("avsplit: error: --fix needs -o OUT.mp4", markup=False, highlight=False, soft_wrap=True)
+        _say("avsplit: error: --fix needs -o OUT.mp4")
         raise typer.Exit(2)
-    with _progress(quiet) as bars:
-        try:
-            with Engine("cpu") as engine:
-                result = measure_offset(input, audio_stream, RichProgress(bars, input.name),
-                                        engine=engine)
-            if fix:
-                result["fixed"] = str(fix_offset(input, result["offset_s"], out))
-        except Exception as exc:
-            _fail(input, exc, debug)
-            raise typer.Exit(1)
-    if json_out:
-        print(json.dumps(result, indent=2))
-    else:
-        state = "in sync" if result["in_sync"] else "out of sync"
-        print(f"{input}: audio offset {result['offset_s']:+.2f} s ({state}; face {result['track_id']}, "
-              f"r={result['r']:.2f})" + (f"; wrote {result['fixed']}" if fix else ""))
+    task = SyncTask(fix, out, audio_stream)
+
+    def describe(line: dict) -> None:
+        state = "in sync" if line["in_sync"] else "out of sync"
+        print(f"{line['path']}: audio offset {line['offset_s']:+.2f} s ({state}; face "
+              f"{line['track_id']}, r={line['r']:.2f})"
+              + (f"; wrote {line['fixed']}" if line.get("fixed") else ""), flush=True)
+
+    _batch(task, inputs, recursive=recursive, jobs=jobs, executor=executor.value,
+           ray_address=ray_address, skip_existing=False, overwrite=True, json_out=json_out,
+           quiet=quiet, debug=debug, describe=describe)
 
 
 @app.command()

@@ -161,6 +161,14 @@ class Clip:
             self._stft[key] = stft(torch.from_numpy(self.mono(rate)), n_fft, hop)
         return self._stft[key]
 
+    def new_masks(self, shape: tuple[int, int, int], dtype=np.float16):
+        """Zeroed masks for this clip (:func:`avsplit.masks.new_masks`): in memory when small,
+        else in a file of the clip's temporary folder (deleted with the clip)."""
+        from avsplit.masks import new_masks
+
+        self._decode()
+        return new_masks(shape, dtype, self._tmp)
+
     # -- pictures ------------------------------------------------------------------------
     def frames(self, max_side: int | None = ANALYSIS_MAX_SIDE, fps: float | None = None
                ) -> Iterator[tuple[float, np.ndarray]]:

@@ -303,6 +303,8 @@ def iter_frames(path: PathLike, max_side: int | None = 640,
                         due = t + step
                 yield float(t), _resize(frame.to_ndarray(format="rgb24"), max_side)
         except av.FFmpegError as e:
+            if last is not None and isinstance(e, (av.InvalidDataError, av.EOFError)):
+                return  # a truncated or damaged tail: the frames up to it are the video
             raise MediaError(f"the video of {path} cannot be decoded ({e}); "
                              "re-encode the file or give another.") from None
 

@@ -16,6 +16,7 @@ channels, samples, audio_stream, video), ``mode``, ``folder`` (the clip folder's
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +68,8 @@ class Result:
             separated sources; notes: what the user should know; extra: mode-specific
             top-level fields (``query``, ``instruments``).
         stems: the stems, in writing order (the last one takes the rest of the mixture).
+        layout: the :class:`avsplit.outputs.OutputLayout` the files were written to (set by
+            the writer; file names in the manifest are relative to the manifest's folder).
     """
 
     input: dict
@@ -79,14 +82,19 @@ class Result:
     sources: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
+    layout: object = None
 
     @property
     def path(self) -> Path:
-        """The clip folder."""
+        """The clip folder (the folder of ``manifest.json``)."""
+        if self.layout is not None:
+            return self.layout.folder
         return Path(self.outdir) / self.folder
 
     @property
     def manifest_path(self) -> Path:
+        if self.layout is not None:
+            return self.layout.manifest
         return self.path / "manifest.json"
 
     def files(self) -> list[dict]:
@@ -117,5 +125,6 @@ class Result:
         return {"input": self.input["path"], "ok": True, "status": "done",
                 "outdir": str(self.path), "manifest": str(self.manifest_path),
                 "files": [f["file"] for f in self.files()], "outputs": [
-                    str(self.path / f["file"]) for f in self.files()],
+                    *(os.path.normpath(self.path / f["file"]) for f in self.files()),
+                    str(self.manifest_path)],
                 "notes": list(dict.fromkeys(self.notes))}

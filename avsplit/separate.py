@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from avsplit.clip import Clip
 from avsplit.engine import Engine
 from avsplit.errors import AvsplitError
 from avsplit.modes import instruments, speech
 from avsplit.instruments import SILENT_SHARE
 from avsplit.modes.plan import MODES, SeparateOptions
-from avsplit.outputs import ClipWriter
+from avsplit.outputs import ClipWriter, OutputLayout
 from avsplit.progress import NullProgress, Progress
 from avsplit.results import Result
 
@@ -38,6 +40,36 @@ def check_input(clip: Clip, options: SeparateOptions) -> None:
                            "look at (audio-only input works with --mode instruments --query)")
 
 
+SILENT_PEAK = 10 ** (-80 / 20)  # below -80 dBFS peak the input counts as silent
+SHORT_DECODE_S = 0.5  # decoded audio this much shorter than the container says: warn
+
+
+def input_notes(clip: Clip, options: SeparateOptions) -> list[str]:
+    """What the user should know about the input itself (manifest notes, printed by the CLI):
+    the audio stream chosen when there are several, decoded audio shorter than the container
+    announces (a truncated file), and silent audio.
+
+    Reads the decoded audio once in blocks (peak level); never raises for a readable clip.
+    """
+    info, notes = clip.info, []
+    if len(info.audio) > 1:
+        a = info.audio[options.audio_stream]
+        notes.append(f"the input has {len(info.audio)} audio streams; used stream "
+                     f"{options.audio_stream} ({a.codec}, {a.channels} ch, {a.sample_rate} Hz); "
+                     "choose another with --audio-stream N")
+    decoded = clip.samples / clip.rate
+    if info.duration and decoded < info.duration - max(SHORT_DECODE_S, 0.05 * info.duration):
+        notes.append(f"only {decoded:.1f} s of audio could be decoded although the file says it "
+                     f"lasts {info.duration:.1f} s; the file may be truncated or damaged, and the "
+                     "stems cover only the decoded part")
+    peak, block = 0.0, 1 << 20
+    for s in range(0, clip.samples, block):
+        peak = max(peak, float(np.abs(clip.read(s, s + block)).max(initial=0.0)))
+    if peak < SILENT_PEAK:
+        notes.append("the input's audio is silent (peak below -80 dBFS): every stem is silent")
+    return notes
+
+
 def input_entry(clip: Clip, options: SeparateOptions) -> dict:
     """The manifest's ``input`` entry."""
     info = clip.info
@@ -50,12 +82,15 @@ def input_entry(clip: Clip, options: SeparateOptions) -> dict:
 
 
 def separate_clip(clip: Clip, engine: Engine, options: SeparateOptions, outdir: Path,
-                  folder: str | None = None, progress: Progress | None = None) -> Result:
+                  folder: str | None = None, progress: Progress | None = None,
+                  layout: OutputLayout | None = None) -> Result:
     """Separate one clip and write ``OUTDIR/<folder>/`` (stems, remuxes, ``manifest.json``).
 
     Args:
         folder: the clip folder's name (default: the input's stem; the CLI gives ``clip-2``
             to a second input named ``clip``).
+        layout: where each output goes (``--filename``); default
+            ``OUTDIR/<folder>/<stem>.<ext>``.
 
     Returns:
         The :class:`~avsplit.results.Result` (what ``manifest.json`` holds).
@@ -70,14 +105,17 @@ def separate_clip(clip: Clip, engine: Engine, options: SeparateOptions, outdir: 
     if clip.samples == 0:  # decode now: a bad audio stream fails before any model runs
         raise AvsplitError(f"{clip.path}: audio stream {options.audio_stream} is empty; "
                            "there is nothing to separate")
+    notes = input_notes(clip, options)
     mode = instruments if options.mode == "instruments" else speech
     plan = mode.plan(clip, engine, options, progress)
-    folder = folder or clip.path.stem
+    plan.notes[:0] = notes
+    layout = layout or OutputLayout(outdir, folder or clip.path.stem, mode=options.mode)
+    folder = layout.stem
     result = Result(input_entry(clip, options), options.mode, folder, Path(outdir), plan.models,
                     [*plan.stems, plan.rest], plan.tracks, plan.sources, list(plan.notes),
                     dict(plan.extra))
     advance = progress.stage("writing outputs", len(result.stems) + 1)
-    with ClipWriter(outdir, folder, options.fmt) as writer:
+    with ClipWriter(layout, fmt=options.fmt) as writer:
         blocks = plan.separator.render(clip.read, clip.samples, clip.rate, plan.masks,
                                        plan.weights)
         writer.write_stems(result.stems, blocks, clip.rate, clip.channels)

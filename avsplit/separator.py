@@ -70,7 +70,8 @@ class Separator:
 
     @torch.no_grad()
     def masks(self, wave: np.ndarray, labels: list[str] | None = None, chunk_s: float = 30.0,
-              overlap_s: float = 3.0, cue: np.ndarray | None = None) -> np.ndarray:
+              overlap_s: float = 3.0, cue: np.ndarray | None = None,
+              allocate=None, advance=None) -> np.ndarray:
         """Masks of a recording at the model's rate.
 
         Args:
@@ -81,6 +82,8 @@ class Separator:
             cue: for a cue-steered extractor (:attr:`takes_cue`), ``[2, frames]`` float32 on the
                 model's frame grid (:func:`avsplit.cue.mouth_cue`): slot 0 is then the cued
                 voice and no slot is permuted between chunks.
+            allocate, advance: see :func:`avsplit.apply.estimate_masks` (masks on disk for
+                long inputs; progress in seconds of audio).
 
         Returns:
             ``[slots or len(labels), bins, frames]`` float16, ``frames = samples // hop + 1``.
@@ -119,7 +122,7 @@ class Separator:
             return apply.estimate_masks(masks_of, wave, self.n_fft, self.hop, self.rate, chunk_s,
                                         overlap_s,
                                         unordered=self.unordered if labels is None and cue is None else 0,
-                                        condition=cue)
+                                        condition=cue, allocate=allocate, advance=advance)
         finally:
             torch.set_num_threads(threads)
 

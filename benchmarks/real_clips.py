@@ -35,7 +35,7 @@ def run(data: Path, work: Path) -> list[dict]:
             if proc.returncode != 0:
                 row["error"] = proc.stderr.strip()[-300:]
             else:
-                outdir = Path(json.loads(proc.stdout)["results"][0]["outdir"])
+                outdir = Path(json.loads(proc.stdout.splitlines()[0])["outdir"])
                 manifest = json.loads((outdir / "manifest.json").read_text())
                 row.update(faces=len(manifest.get("tracks", [])),
                            stems={s["name"]: round(s.get("energy_share", 0.0), 3)

@@ -207,7 +207,7 @@ def run_pairs(data: Path, work: Path, kinds: list[str], limit: int | None, model
                 print(json.dumps(rows[-1]), flush=True)
                 continue
             try:
-                outdir = Path(json.loads(proc.stdout)["results"][0]["outdir"])
+                outdir = Path(json.loads(proc.stdout.splitlines()[0])["outdir"])
             except (ValueError, KeyError, IndexError):
                 outdir = work / "out" / name
             manifest = json.loads((outdir / "manifest.json").read_text())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 RATE = 16000
@@ -111,3 +113,8 @@ def syllable_clip(folder, seed: int, duration: float, rate: int = RATE, fps: int
         for _ in range(int(duration * fps)):
             writer.write(frame)
     return out, spans
+
+
+def json_lines(stdout: str) -> list[dict]:
+    """The ``--json`` output of a batch command: one JSON object per line."""
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]

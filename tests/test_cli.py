@@ -9,6 +9,7 @@ import pytest
 import soundfile as sf
 
 from avsplit import media
+from helpers import json_lines
 
 
 pytestmark = pytest.mark.subprocess
@@ -32,8 +33,9 @@ def test_separate_writes_the_contracted_files(separated, video_with_audio):
     assert res.returncode == 0, res.stderr
     names = sorted(p.name for p in folder.iterdir())
     assert names == ["manifest.json", "offscreen.mp4", "offscreen.wav", "onscreen.mp4", "onscreen.wav"]
-    summary = json.loads(res.stdout)
-    assert summary["results"][0]["ok"] and summary["results"][0]["manifest"] == str(folder / "manifest.json")
+    [line] = json_lines(res.stdout)
+    assert line["status"] == "done" and line["manifest"] == str(folder / "manifest.json")
+    assert line["error"] is None and str(folder / "onscreen.wav") in line["outputs"]
 
 
 def test_stems_keep_rate_channels_length_and_sample_alignment(separated, video_with_audio):
@@ -96,8 +98,8 @@ def test_bad_input_gives_one_line_exit_1_and_no_output(tmp_path, case, not_media
 def test_one_bad_input_does_not_stop_the_batch(tmp_path, video_with_audio, not_media):
     res = avsplit("separate", not_media, video_with_audio, "-o", tmp_path, "--no-video", "-q", "--json")
     assert res.returncode == 1
-    results = json.loads(res.stdout)["results"]
-    assert [r["ok"] for r in results] == [False, True]
+    results = json_lines(res.stdout)
+    assert [r["status"] for r in results] == ["failed", "done"]
     assert (tmp_path / video_with_audio.stem / "onscreen.wav").exists()
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from helpers import json_lines
 from avsplit.labels import BY_LABEL, LABELS, normalize_label, parse_query
 from avsplit.train import music
 from avsplit.train.instruments import StemPool, make_example
@@ -211,7 +212,7 @@ def test_query_on_audio_only_input_writes_labelled_stems_and_residual(duet_wav, 
     assert {m["name"] for m in manifest["models"]} == {"instrument-separator"}
     entries = {f["file"]: f for f in manifest["files"]}
     assert entries["cello.wav"]["label"] == "cello" and "audio_confidence" in entries["cello.wav"]
-    assert json.loads(res.stdout)["results"][0]["ok"]
+    assert [x["status"] for x in json_lines(res.stdout)] == ["done"]
 
 
 @pytest.mark.subprocess

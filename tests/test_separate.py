@@ -223,3 +223,47 @@ def test_windowed_decisions_follow_a_voice_that_changes_slot_halfway():
     early, late = frames < 20, frames > 40
     assert weights[0, 0, early].mean() > 0.9 and weights[0, 1, early].mean() < 0.1
     assert weights[0, 1, late].mean() > 0.9 and weights[0, 0, late].mean() < 0.1
+
+
+def test_disk_masks_read_and_write_like_an_array(tmp_path):
+    from avsplit.masks import DiskMasks
+
+    rng = np.random.default_rng(0)
+    ref = rng.random((3, 5, 40)).astype(np.float16)
+    disk = DiskMasks(ref.shape, folder=tmp_path)
+    disk[:, :, 0:25] = ref[:, :, 0:25]
+    disk[:, :, 25:40] = ref[:, :, 25:40]
+    np.testing.assert_array_equal(disk[:, :, 3:31], ref[:, :, 3:31])
+    np.testing.assert_array_equal(disk[1, :, 10:12], ref[1, :, 10:12])
+    np.testing.assert_array_equal(disk[[0, 2], 1:4, 5:9], ref[[0, 2], 1:4, 5:9])
+    assert disk.shape == ref.shape and len(disk) == 3
+    with pytest.raises(IndexError):
+        disk[0, :, 0:3] = 1.0
+    path = disk.path
+    disk.close()
+    assert not path.exists()
+
+
+def test_long_input_masks_on_disk_give_the_same_stems(two_voices, tmp_path, monkeypatch):
+    """The speech mode keeps long inputs' masks in files (memory flat in the length); forcing
+    that path on a short clip changes no sample of the stems."""
+    import avsplit.masks
+
+    video, a, b, a48, b48 = two_voices
+    tracker = FakeFaceTracker([voice_like(10, SECONDS, f0_range=(95, 110))])
+    _run(video, tracker, tmp_path / "memory", video=False)
+    monkeypatch.setattr(avsplit.masks, "IN_MEMORY_BYTES", 0)
+    made = []
+    real = avsplit.masks.DiskMasks.__init__
+
+    def spy(self, *args, **kwargs):
+        made.append(1)
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(avsplit.masks.DiskMasks, "__init__", spy)
+    _run(video, tracker, tmp_path / "disk", video=False)
+    assert len(made) == 2  # the separator's masks and the refined ones
+    for name in ("onscreen.wav", "offscreen.wav"):
+        x, _ = sf.read(tmp_path / "memory" / "talk" / name, dtype="float32")
+        y, _ = sf.read(tmp_path / "disk" / "talk" / name, dtype="float32")
+        np.testing.assert_allclose(y, x, atol=1e-6)

@@ -163,7 +163,8 @@ def load_network(name: str, path: Path | None = None, device: str = "cpu"):
         name = path.stem
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError,
+            IndexError, KeyError, ImportError) as exc:
         raise AvsplitError(f"weights file {path} is not a checkpoint avsplit can read safely "
                            f"({str(exc).splitlines()[0][:120]}); export it with "
                            "python -m avsplit.train.export") from None
@@ -171,6 +172,11 @@ def load_network(name: str, path: Path | None = None, device: str = "cpu"):
         ckpt = ckpt["model"]
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "config" not in ckpt:
         raise AvsplitError(f"weights file {path} is not an avsplit separator checkpoint")
+    if ckpt.get("network") and ckpt["network"] != entry.network:
+        kind = ckpt["network"].rpartition(":")[2]
+        want = entry.network.rpartition(":")[2]
+        raise AvsplitError(f"weights file {path} holds a {kind}, but this needs a {want} "
+                           f"({entry.task}); give a checkpoint of that network")
     cls = network_class(ckpt.get("network") or entry.network)
     try:
         model = cls.from_checkpoint(ckpt).to(device)

@@ -42,7 +42,7 @@ def _assignment_entry(a: Assignment) -> dict:
 
 
 def refine_speech_masks(masks: np.ndarray, mono: np.ndarray, enhanced: np.ndarray,
-                        n_fft: int, hop: int, block: int = 4096) -> np.ndarray:
+                        n_fft: int, hop: int, block: int = 4096, allocate=None) -> np.ndarray:
     """Let a speech enhancer decide speech vs background and our separator voice vs voice.
 
     With ``E = clip(|STFT(enhanced)| / |STFT(mono)|, 0, 1)`` per bin, every slot of the
@@ -54,18 +54,23 @@ def refine_speech_masks(masks: np.ndarray, mono: np.ndarray, enhanced: np.ndarra
         masks: ``[slots, bins, frames]`` (speech slots, background last) on the STFT grid
             ``(n_fft, hop)`` of ``mono``; mono, enhanced: ``[samples]`` float32 at that rate.
 
+        allocate: ``allocate(shape, dtype)`` for the output (default ``np.zeros``; see
+            :func:`avsplit.masks.new_masks`).
+
     Returns:
         ``[slots + 1, bins, frames]`` float16: ``slots`` voice candidates, background last.
     """
     slots, bins, frames = masks.shape
-    out = np.zeros((slots + 1, bins, frames), np.float16)
+    out = (allocate or np.zeros)((slots + 1, bins, frames), np.float16)
     for f0 in range(0, frames, block):
         f1 = min(frames, f0 + block)
         mix = chunk_stft(mono, f0, f1, n_fft, hop).abs().numpy()
         est = chunk_stft(enhanced, f0, f1, n_fft, hop).abs().numpy()
         speech = np.where(mix > 1e-8, np.clip(est / np.maximum(mix, 1e-8), 0.0, 1.0), 0.0)
-        out[:slots, :, f0:f1] = speech[None] * masks[:, :, f0:f1].astype(np.float32)
-        out[slots, :, f0:f1] = 1.0 - speech
+        part = np.empty((slots + 1, bins, f1 - f0), np.float32)
+        part[:slots] = speech[None] * masks[:, :, f0:f1].astype(np.float32)
+        part[slots] = 1.0 - speech
+        out[:, :, f0:f1] = part
     return out
 
 
@@ -74,20 +79,24 @@ def plan(clip: Clip, engine: Engine, options: SeparateOptions, progress: Progres
     separator = engine.separator("speech-blstm", options.weights)
     rate = separator.rate
     mono = clip.mono(rate)
-    step = progress.stage("separating voices", 1)
-    masks = separator.masks(mono)
+    allocate = clip.new_masks  # long inputs' masks go to disk: memory flat in the length
+    step = progress.stage("separating voices", round(len(mono) / rate, 1))
+    masks = separator.masks(mono, allocate=allocate, advance=step)
     models = [separator.model_id]
     if options.enhance and rate == SpeechEnhancer.rate:
         # speech vs background: the enhancer; voice vs voice: ours (every slot a candidate)
         enhancer = engine.speech_enhancer()
-        masks = refine_speech_masks(masks, mono, enhancer.enhance(mono), separator.n_fft,
-                                    separator.hop)
+        step = progress.stage("enhancing speech", 1)
+        refined = refine_speech_masks(masks, mono, enhancer.enhance(mono), separator.n_fft,
+                                      separator.hop, allocate=allocate)
+        getattr(masks, "close", lambda: None)()
+        masks = refined
+        step(1)
         models += enhancer.model_id
     k = masks.shape[0] - 1  # voice candidates; the last row is the background
     env_hop = int(round(ENV_HOP_S * rate))
     envs, env_t = slot_envelopes(mono, masks, list(range(k)), separator.n_fft, separator.hop,
                                  rate, speech_envelope, env_hop)
-    step(1)
     tracks = engine.face_tracks(clip, progress)
     step = progress.stage("matching voices to faces", 1)
     assignments = associate_envelopes(envs, env_t, tracks)  # the whole clip, for the manifest

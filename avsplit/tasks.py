@@ -1,0 +1,217 @@
+"""The commands as batch tasks (:class:`avsplit.batch.Task`): ``separate``, ``localize``, ``sync``.
+
+Each task holds only settings (it is pickled to worker processes); its :meth:`run` opens one
+input, does the command's work with the worker's :class:`~avsplit.engine.Engine` and returns the
+fields of the input's result line.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from avsplit.batch import Input, Job, Task
+from avsplit.errors import AvsplitError, MediaError
+from avsplit.outputs import (DEFAULT_TEMPLATE, assign_layouts, manifest_complete,
+                             remove_stale_partials, safe_component, write_error)
+from avsplit.progress import Progress
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".m4v", ".webm", ".avi")
+
+
+def check_output_folder(folder: Path) -> None:
+    """Create ``folder`` if needed and check that files can be written in it.
+
+    Raises:
+        MediaError: it is a file, or cannot be created or written (read-only, no space);
+            one line saying what and where.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise MediaError(f"output folder {folder} is a file, not a folder; give a folder "
+                         "with -o")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".avsplit-write-test-")
+        try:
+            os.write(fd, b"\0" * 4096)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as e:
+        raise write_error(e, folder) from None
+
+
+def check_weights_file(weights: Path | None) -> None:
+    """A ``--weights`` file must exist before any input runs (what it holds is checked when
+    it loads: :func:`avsplit.models.registry.load_network`).
+
+    Raises:
+        AvsplitError: it does not exist or is a folder.
+    """
+    if weights is not None and not Path(weights).is_file():
+        what = "is a folder" if Path(weights).is_dir() else "does not exist"
+        raise AvsplitError(f"--weights {weights} {what}; give a separator checkpoint file")
+
+
+def _resolved_device(device: str) -> str:
+    from avsplit.engine import resolve_device
+
+    return resolve_device(device)
+
+
+@dataclass
+class SeparateTask(Task):
+    """``avsplit separate``: one clip folder (or ``--filename`` layout) per input.
+
+    Args:
+        options: :class:`avsplit.modes.plan.SeparateOptions`.
+        outdir: ``-o``; template: ``--filename`` (checked); device: ``auto``/``cpu``/``cuda``.
+    """
+
+    options: object
+    outdir: Path
+    template: str = DEFAULT_TEMPLATE
+    device: str = "auto"
+    command = "separate"
+
+    def prepare(self) -> None:
+        check_output_folder(self.outdir)
+        check_weights_file(self.options.weights)
+        remove_stale_partials(self.outdir)
+        self.device = _resolved_device(self.device)
+
+    def assign(self, inputs: list[Input]) -> list[Job]:
+        layouts = assign_layouts([x.path for x in inputs], self.outdir, self.template,
+                                 self.options.mode, [x.parent for x in inputs])
+        return [Job(i, x, lay) for i, (x, lay) in enumerate(zip(inputs, layouts))]
+
+    def existing(self, job: Job) -> tuple[Path | None, bool]:
+        manifest = job.output.manifest
+        if manifest.exists():
+            return manifest, manifest_complete(manifest)
+        return None, False
+
+    def run(self, engine, job: Job, progress: Progress) -> dict:
+        from avsplit.clip import Clip
+        from avsplit.separate import separate_clip
+
+        with Clip(job.input.path, self.options.audio_stream) as clip:
+            result = separate_clip(clip, engine, self.options, self.outdir, progress=progress,
+                                   layout=job.output)
+        summary = result.summary()
+        for key in ("input", "ok", "status"):
+            summary.pop(key, None)
+        return summary
+
+
+def _single_output(out: Path | None, n_inputs: int) -> bool:
+    """Whether ``-o`` names one output file (one input and a video suffix) rather than a
+    folder."""
+    return out is not None and n_inputs == 1 and Path(out).suffix.lower() in VIDEO_SUFFIXES
+
+
+def _video_outputs(inputs: list[Input], out: Path | None, suffix: str) -> list[Path]:
+    """Output video paths: ``-o FILE`` for one input; inside the ``-o`` folder (or next to
+    each input without ``-o``) as ``<stem><suffix>.mp4``, ``<stem>-2<suffix>.mp4`` for a
+    repeated name."""
+    if _single_output(out, len(inputs)):
+        return [Path(out)]
+    taken: set[Path] = set()
+    paths = []
+    for x in inputs:
+        folder = Path(out) / x.parent if out is not None else x.path.parent
+        stem, k = safe_component(x.path.stem), 1
+        p = folder / f"{stem}{suffix}.mp4"
+        while p in taken:
+            k += 1
+            p = folder / f"{stem}-{k}{suffix}.mp4"
+        taken.add(p)
+        paths.append(p)
+    return paths
+
+
+@dataclass
+class LocalizeTask(Task):
+    """``avsplit localize``: per-frame sound positions, optionally an overlay video per input.
+
+    Args:
+        overlay: write overlays; out: ``-o`` (a file for one input, else a folder, created
+            when missing); weights: instrument separator checkpoint; audio_stream; device.
+    """
+
+    overlay: bool = False
+    out: Path | None = None
+    weights: Path | None = None
+    audio_stream: int = 0
+    device: str = "auto"
+    command = "localize"
+
+    def prepare(self) -> None:
+        check_weights_file(self.weights)
+        self.device = _resolved_device(self.device)
+
+    def assign(self, inputs: list[Input]) -> list[Job]:
+        outs = _video_outputs(inputs, self.out, "_overlay") if self.overlay else [None] * len(inputs)
+        if self.overlay:
+            for folder in {p.parent for p in outs}:
+                check_output_folder(folder)
+        return [Job(i, x, o) for i, (x, o) in enumerate(zip(inputs, outs))]
+
+    def existing(self, job: Job) -> tuple[Path | None, bool]:
+        if job.output is not None and Path(job.output).exists():
+            return Path(job.output), True
+        return None, False
+
+    def run(self, engine, job: Job, progress: Progress) -> dict:
+        from avsplit.localize import localize_file
+
+        result = localize_file(job.input.path, overlay_path=job.output,
+                               audio_stream=self.audio_stream, progress=progress,
+                               weights=self.weights, engine=engine)
+        result = dict(result)
+        result.pop("input", None)
+        result["outputs"] = [result["overlay"]] if result.get("overlay") else []
+        return result
+
+
+@dataclass
+class SyncTask(Task):
+    """``avsplit sync``: the audio-to-video offset of each input, optionally a fixed copy.
+
+    Args:
+        fix: write a copy with the audio shifted into sync; out: ``-o`` (a file for one
+            input, else a folder); audio_stream.
+    """
+
+    fix: bool = False
+    out: Path | None = None
+    audio_stream: int = 0
+    device: str = "cpu"
+    command = "sync"
+
+    def assign(self, inputs: list[Input]) -> list[Job]:
+        outs = _video_outputs(inputs, self.out, "_synced") if self.fix else [None] * len(inputs)
+        if self.fix:
+            for folder in {p.parent for p in outs}:
+                check_output_folder(folder)
+        return [Job(i, x, o) for i, (x, o) in enumerate(zip(inputs, outs))]
+
+    def existing(self, job: Job) -> tuple[Path | None, bool]:
+        if job.output is not None and Path(job.output).exists():
+            return Path(job.output), True
+        return None, False
+
+    def run(self, engine, job: Job, progress: Progress) -> dict:
+        from avsplit.sync import fix_offset, measure_offset
+
+        result = dict(measure_offset(job.input.path, self.audio_stream, progress, engine=engine))
+        result.pop("input", None)
+        result["outputs"] = []
+        if self.fix:
+            result["fixed"] = str(fix_offset(job.input.path, result["offset_s"], job.output))
+            result["outputs"] = [result["fixed"]]
+        return result
