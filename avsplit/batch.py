@@ -362,8 +362,15 @@ def _run_ray(task: Task, jobs: list[Job], workers: int, address: str | None,
         raise AvsplitError("--executor ray needs Ray: pip install 'avsplit[ray]'") from None
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 ignore_reinit_error=True)
+        import logging
+
+        local = {} if address else {"object_store_memory": 256 << 20}
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.ERROR, ignore_reinit_error=True, **local)
+        except Exception as exc:  # ConnectionError and Ray's own errors
+            raise AvsplitError(f"cannot start or reach Ray{f' at {address}' if address else ''}"
+                               f" ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
     try:
         @ray.remote(num_cpus=1)
         class Worker:  # one actor per worker: its engine loads the models once
@@ -373,7 +380,8 @@ def _run_ray(task: Task, jobs: list[Job], workers: int, address: str | None,
             def run(self, job: Job) -> dict:
                 return worker_run(task, job, debug)
 
-        actors = [Worker.remote() for _ in range(max(1, min(workers, len(jobs))))]
+        cpus = int(ray.cluster_resources().get("CPU", 1))  # more actors than CPUs would wait
+        actors = [Worker.remote() for _ in range(max(1, min(workers, len(jobs), cpus)))]
         pending = {}
         queue = list(jobs)
         for a in actors:
@@ -495,7 +503,14 @@ def run_batch(task: Task, args: Iterable[Path | str], recursive: bool = False, j
         pooled = executor == "ray" or (jobs > 1 and len(todo) > 1)
         tick = overall(len(todo)) if overall and pooled else (lambda: None)
         if executor == "ray":
-            _run_ray(task, todo, jobs, ray_address, emit_job, tick, debug)
+            try:
+                _run_ray(task, todo, jobs, ray_address, emit_job, tick, debug)
+            except AvsplitError as exc:  # Ray missing or unreachable: nothing ran
+                message = " ".join(str(exc).split())
+                for job in todo:
+                    if base + job.index not in lines:
+                        emit_job(job, _line(job.input.path, "failed",
+                                            error=f"{job.input.path}: {message}"))
         elif jobs > 1 and len(todo) > 1:
             _run_pool(task, todo, min(jobs, len(todo)), emit_job, tick, debug)
         else:

@@ -571,6 +571,14 @@ def localize_clip(clip: Clip, engine: Engine, overlay_path: Path | str | None = 
     if overlay_path is not None:
         result["overlay"] = str(write_overlay(clip, overlay_path, times, a.heat, a.tracks, scores,
                                               progress, instruments))
+        v = info.video
+        if max(v.width, v.height) > OVERLAY_MAX_SIDE:
+            from avsplit.media import probe
+
+            o = probe(result["overlay"]).video
+            result["notes"].append(f"the overlay is {o.width}x{o.height}, not the input's "
+                                   f"{v.width}x{v.height}: inputs larger than "
+                                   f"{OVERLAY_MAX_SIDE} px are drawn at analysis size")
     return result
 
 

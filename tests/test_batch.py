@@ -36,6 +36,19 @@ def leftovers(folder: Path) -> list[Path]:
     return [p for p in Path(folder).rglob(".*")] if Path(folder).exists() else []
 
 
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of running processes that mention ``text`` (children left behind)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmd:
+            found.append(cmd)
+    return found
+
+
 def error_lines(stderr: str) -> list[str]:
     return [x for x in stderr.splitlines() if x.startswith("avsplit: error:")]
 
@@ -125,6 +138,7 @@ def test_folder_batch_interrupted_then_resumed_does_each_clip_once(tmp_path, mix
         assert proc.returncode == 128 + signal.SIGTERM, err
         assert "interrupted by SIGTERM" in err and "--skip-existing" in err
     assert not leftovers(out), leftovers(out)
+    assert not processes_mentioning(str(out))  # no ffmpeg child still writing
     stamp = first.stat().st_mtime_ns
 
     res = avsplit("separate", mixed_folder, "-o", out, "--no-video", "--json", "--skip-existing")
@@ -140,6 +154,29 @@ def test_folder_batch_interrupted_then_resumed_does_each_clip_once(tmp_path, mix
         assert sum(bad in x for x in error_lines(res.stderr)) == 1, res.stderr
     assert ("1 done" in res.stderr or "0 done" in res.stderr) and "2 failed" in res.stderr
     assert not leftovers(out)
+
+
+@pytest.mark.subprocess
+def test_ctrl_c_during_a_remux_says_so_and_leaves_nothing(tmp_path, media_dir, make_media):
+    long = make_media(media_dir / "remux-long.mp4", "-f", "lavfi", "-i",
+                      "testsrc2=size=640x360:rate=25", "-f", "lavfi", "-i",
+                      "sine=frequency=300:sample_rate=44100", "-t", "20", "-c:v", "libx264",
+                      "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "avsplit.cli", "separate", long, "-o", out,
+                             "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:  # wait for the first stem file
+        if any(out.glob(".*/*.wav")) if out.exists() else False:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted by SIGINT" in err and "Traceback" not in err
+    assert not leftovers(out) and not (out / "remux-long").exists()
+    assert not processes_mentioning(str(out))
 
 
 @pytest.mark.subprocess
@@ -346,9 +383,44 @@ def test_weights_missing_wrong_or_not_a_checkpoint(tmp_path, clip):
     text.write_text("not a checkpoint")
     wrong = weights_path("instrument-separator")
     for weights, says in ((tmp_path / "no.pt", "does not exist"), (text, "not a checkpoint"),
-                          (wrong, "does not fit")):
+                          (wrong, "checkpoint for")):
         out = tmp_path / f"out-{says[:3]}"
         res = avsplit("separate", clip, "-o", out, "-q", "--weights", weights)
         assert res.returncode == 1, (weights, res.stderr)
         assert len(error_lines(res.stderr)) == 1 and says in res.stderr, res.stderr
         assert not any(out.rglob("*")) if out.exists() else True
+
+
+@pytest.mark.subprocess
+def test_ray_executor_gives_the_same_outputs_and_exit_codes(tmp_path, clip):
+    pytest.importorskip("ray")
+    for n in ("one.mp4", "two.mp4"):
+        shutil.copy(clip, tmp_path / n)
+    out = tmp_path / "out"
+    res = avsplit("separate", tmp_path / "one.mp4", tmp_path / "two.mp4", tmp_path / "gone.mp4",
+                  "-o", out, *FAST, "--json", "--executor", "ray", "--jobs", "2")
+    assert res.returncode == 1, res.stderr
+    status = {Path(x["path"]).name: x["status"] for x in json_lines(res.stdout)}
+    assert status == {"one.mp4": "done", "two.mp4": "done", "gone.mp4": "failed"}
+    a, _ = sf.read(out / "one" / "offscreen.wav", always_2d=True)
+    b, _ = sf.read(out / "two" / "offscreen.wav", always_2d=True)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    assert not leftovers(out)
+
+
+@pytest.mark.subprocess
+def test_localize_creates_its_output_folder_and_says_when_it_shrinks_the_picture(tmp_path, media_dir,
+                                                                                  make_media):
+    big = make_media(media_dir / "big.mp4", "-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=25",
+                     "-f", "lavfi", "-i", "sine=frequency=300:sample_rate=44100", "-t", "1",
+                     "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac")
+    target = tmp_path / "new" / "deeper" / "overlay.mp4"
+    res = avsplit("localize", big, "-o", target, "--json", "-q")
+    assert res.returncode == 0, res.stderr
+    [line] = json_lines(res.stdout)
+    assert line["status"] == "done" and line["outputs"] == [str(target)] and target.exists()
+    from avsplit import media
+
+    v = media.probe(target).video
+    assert max(v.width, v.height) < 1920
+    assert any(f"{v.width}x{v.height}" in n and "1920x1080" in n for n in line["notes"])

@@ -165,9 +165,11 @@ def load_network(name: str, path: Path | None = None, device: str = "cpu"):
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError,
             IndexError, KeyError, ImportError) as exc:
+        detail = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        if detail.startswith("Weights only load failed"):
+            detail = "torch.load(weights_only=True) refuses it"
         raise AvsplitError(f"weights file {path} is not a checkpoint avsplit can read safely "
-                           f"({str(exc).splitlines()[0][:120]}); export it with "
-                           "python -m avsplit.train.export") from None
+                           f"({detail}); export it with python -m avsplit.train.export") from None
     if isinstance(ckpt, dict) and "model" in ckpt:  # a training checkpoint
         ckpt = ckpt["model"]
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "config" not in ckpt:
@@ -180,7 +182,10 @@ def load_network(name: str, path: Path | None = None, device: str = "cpu"):
     cls = network_class(ckpt.get("network") or entry.network)
     try:
         model = cls.from_checkpoint(ckpt).to(device)
-    except (RuntimeError, TypeError, KeyError) as exc:
+    except TypeError:  # the config has another network's settings
+        raise AvsplitError(f"weights file {path} is not a {cls.__name__} checkpoint (its settings "
+                           f"are another network's); give a checkpoint for {entry.task.split(':')[0]}") from None
+    except (RuntimeError, KeyError) as exc:
         raise AvsplitError(f"weights file {path} does not fit {cls.__name__} "
                            f"({str(exc).splitlines()[0][:120]})") from None
     return model, {"name": name, "file": path.name, "sha256": sha256_of(path)}
