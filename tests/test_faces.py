@@ -65,3 +65,31 @@ def test_blank_and_test_pattern_frames_have_no_faces():
     with FaceAnalyzer() as analyzer:
         assert analyzer.analyze(frames[0][1]) == []
         assert track_faces(frames, analyzer) == []
+
+
+def test_tracking_does_not_keep_each_frames_mesh():
+    """A long video's observations keep boxes and openings only: the 468-point mesh of an
+    earlier frame is freed while tracking goes on (a ``[:0]`` view kept it alive: ~1 GB/hour)."""
+    import gc
+    import weakref
+
+    from avsplit.vision.faces import FaceObservation, track_faces
+
+    meshes = []
+
+    class Analyzer:
+        def analyze(self, frame):
+            lm = np.random.default_rng(len(meshes)).random((468, 3)).astype(np.float32)
+            meshes.append(weakref.ref(lm))
+            return [FaceObservation(np.array([0.4, 0.4, 0.6, 0.6], np.float32), 0.9, lm, 0.2)]
+
+    alive = []
+
+    def progress(n):
+        gc.collect()
+        alive.append(sum(r() is not None for r in meshes))
+
+    frames = ((i / 25, np.zeros((8, 8, 3), np.uint8)) for i in range(50))
+    tracks = track_faces(frames, Analyzer(), progress)
+    assert len(tracks) == 1 and len(tracks[0].timestamps) == 50
+    assert max(alive) == 0

@@ -46,6 +46,9 @@ class FaceObservation:
     jaw_opening: float
 
 
+NO_LANDMARKS = np.zeros((0, 3), np.float32)  # what a tracked observation keeps of its mesh
+
+
 def mouth_openings(landmarks: np.ndarray, width: int, height: int) -> tuple[float, float]:
     """``(jaw_opening, lip_opening)`` of one face from its normalised mesh points ``[N, >=2]``.
 
@@ -242,7 +245,7 @@ def track_faces(frames: Iterable[tuple[float, np.ndarray]], analyzer: FaceAnalyz
         for t, frame in frames:
             faces = analyzer.analyze(frame)
             for f in faces:  # tracks keep boxes and openings only: bounded memory on long videos
-                f.landmarks = f.landmarks[:0]
+                f.landmarks = NO_LANDMARKS  # (a [:0] view would keep the whole mesh alive)
             observations.append(faces)
             times.append(t)
             if progress is not None:
