@@ -228,7 +228,7 @@ def localize(
 
 @app.command()
 def sync(
-    input: Path = typer.Argument(..., help="Video file with a visible speaker."),
+    input: Path = typer.Argument(..., help="Video file with sound (a visible speaker is best)."),
     fix: bool = typer.Option(False, "--fix", help="Write a copy with the audio shifted into sync (needs -o)."),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output video for --fix."),
     audio_stream: int = typer.Option(0, "--audio-stream", min=0, help="Audio stream to use (0 = first)."),
@@ -236,9 +236,13 @@ def sync(
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bars."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
 ) -> None:
-    """Measure how far the audio of INPUT is ahead of or behind the lips (and fix it)."""
+    """Measure how far the audio of INPUT is ahead of or behind the picture (and fix it).
+
+    Reads the lips of a visible face (or, without one, motion onsets against sound onsets);
+    refuses with exit code 1 when it cannot tell with confidence.
+    """
     from avsplit.engine import Engine
-    from avsplit.sync import fix_offset, measure_offset
+    from avsplit.sync import sync_input
 
     if fix and out is None:
         stderr.print("avsplit: error: --fix needs -o OUT.mp4", markup=False, highlight=False, soft_wrap=True)
@@ -246,19 +250,20 @@ def sync(
     with _progress(quiet) as bars:
         try:
             with Engine("cpu") as engine:
-                result = measure_offset(input, audio_stream, RichProgress(bars, input.name),
-                                        engine=engine)
-            if fix:
-                result["fixed"] = str(fix_offset(input, result["offset_s"], out))
+                result = sync_input(input, engine, audio_stream, out if fix else None,
+                                    RichProgress(bars, input.name))
         except Exception as exc:
-            _fail(input, exc, debug)
+            message = _fail(input, exc, debug)
+            if json_out:
+                partial = getattr(exc, "result", None) or {"input": str(input), "offset_s": None}
+                print(json.dumps({**partial, "status": "failed", "error": message}, indent=2))
             raise typer.Exit(1)
     if json_out:
         print(json.dumps(result, indent=2))
     else:
-        state = "in sync" if result["in_sync"] else "out of sync"
-        print(f"{input}: audio offset {result['offset_s']:+.2f} s ({state}; face {result['track_id']}, "
-              f"r={result['r']:.2f})" + (f"; wrote {result['fixed']}" if fix else ""))
+        from avsplit.sync import describe
+
+        print(f"{input}: {describe(result)}")
 
 
 @app.command()
