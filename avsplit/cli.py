@@ -118,6 +118,11 @@ def separate(
                                     "decide speech vs. background instead of the pretrained "
                                     "speech enhancer (DTLN)."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+    events: Optional[Path] = typer.Option(None, "--events", metavar="FILE.csv",
+                                          help="Write the audio-visual event timeline (start_s,end_s,"
+                                          "track,label,audible,visible,score) to FILE.csv "
+                                          "(FILE-<clip>.csv per input when there are several)."),
+    report: bool = typer.Option(False, "--report", help="Write report.html in the clip's folder."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bars."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
 ) -> None:
@@ -138,15 +143,18 @@ def separate(
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--query") from None
         mode = Mode.instruments
+    from dataclasses import replace
+
     from avsplit.clip import Clip
     from avsplit.engine import Engine
+    from avsplit.events import events_path
     from avsplit.modes.plan import SeparateOptions
     from avsplit.outputs import folder_name
     from avsplit.separate import separate_clip
 
     options = SeparateOptions(mode=(mode or Mode.onscreen).value, fmt=fmt.value, video=not no_video,
                               audio_stream=audio_stream, query=labels, weights=weights,
-                              enhance=not no_enhance)
+                              enhance=not no_enhance, report=report)
     try:
         engine = Engine(device.value)
     except AvsplitError as exc:  # the device cannot be used: every input fails the same way
@@ -161,9 +169,10 @@ def separate(
             t0 = time.perf_counter()
             folder = folder_name(path, taken)
             try:
+                csv_path = None if events is None else events_path(events, folder, len(inputs) > 1)
                 with Clip(path, audio_stream) as clip:
-                    result = separate_clip(clip, engine, options, outdir, folder,
-                                           RichProgress(bars, path.name))
+                    result = separate_clip(clip, engine, replace(options, events=csv_path), outdir,
+                                           folder, RichProgress(bars, path.name))
             except (Exception, KeyboardInterrupt) as exc:  # one input never stops the batch
                 if isinstance(exc, KeyboardInterrupt):
                     raise

@@ -62,10 +62,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from avsplit.associate import SyncScore, speech_envelope, sync_score
+from avsplit.associate import R_BEST, Z_BEST, SyncScore, speech_envelope, sync_score
 from avsplit.clip import ANALYSIS_MAX_SIDE, Clip
 from avsplit.engine import Engine
 from avsplit.errors import AvsplitError, WeightsUnavailableError
+from avsplit.events import frame_events
 from avsplit.instruments import (SILENT_SHARE, InstrumentAnalysis, RecognitionFrames,
                                  analyse_instruments)
 from avsplit.overlay import (INSTRUMENT_ALPHA, INSTRUMENT_BOX_GROW, INSTRUMENT_PALETTE,
@@ -95,6 +96,7 @@ MOTION_PRIOR = 0.15
 FACE_PRIOR = 0.15
 BODY_WEIGHT = 0.3
 MOUTH_Y = 0.72
+TALKING = 0.25  # mouth movement x loudness (0..1) from which a face counts as audible
 
 
 @dataclass
@@ -513,6 +515,20 @@ def _instrument_entry(ins: Instrument) -> dict:
             "loudness": [round(float(v), 3) for v in ins.loud]}
 
 
+def _events(a: _Analysis, scores: list[SyncScore], instruments: list[Instrument]) -> list:
+    """The event timeline (:func:`avsplit.events.frame_events`): a face is audible where its
+    mouth moves while there is sound (its face weight without the sync weight at
+    :data:`TALKING` or more) and its sync is credible (the association's ``Z_BEST`` and
+    ``R_BEST``); an instrument where its stem's loudness is at :data:`TALKING` or more."""
+    faces = []
+    for tr, s, w in zip(a.tracks, scores, a.face_weight):
+        credible = s.z >= Z_BEST and s.r >= R_BEST
+        faces.append((tr, (w / _sync_weight(s) >= TALKING) & credible, float(np.clip(s.r, 0, 1))))
+    inst = [(ins.name, ins.label, np.asarray(ins.loud) >= TALKING,
+             float(ins.visual_confidence or 0.0)) for ins in instruments if not ins.silent]
+    return frame_events(a.times, a.loud, faces, inst)
+
+
 # ---------------------------------------------------------------- entry point
 
 def localize_clip(clip: Clip, engine: Engine, overlay_path: Path | str | None = None,
@@ -566,6 +582,7 @@ def localize_clip(clip: Clip, engine: Engine, overlay_path: Path | str | None = 
         "tracks": [_track_entry(tr, s) for tr, s in zip(a.tracks, scores)],
         "frames": _frame_entries(a),
         "instruments": [_instrument_entry(ins) for ins in instruments],
+        "events": [e.row() for e in _events(a, scores, instruments)],
         "notes": list(dict.fromkeys(notes)),
     }
     if overlay_path is not None:
@@ -630,7 +647,9 @@ def localize_file(path: Path | str, overlay_path: Path | str | None = None, audi
         stands out, ``score`` 0..1 the heat there, ``track_id`` of the face under the peak or
         ``None``), ``instruments`` (per stem: ``name``, ``label``, ``box`` 0..1, ``box_px``,
         ``visual_confidence``, ``audio_share`` 0..1, ``silent``, ``relabelled_from``,
-        ``colour`` RGB, ``loudness`` [T] 0..1), ``notes`` (str list), and ``overlay`` (str
+        ``colour`` RGB, ``loudness`` [T] 0..1), ``events`` (the audio-visual event timeline,
+        :func:`avsplit.events.frame_events` rows ``start_s``, ``end_s``, ``track``, ``label``,
+        ``audible``, ``visible``, ``score``), ``notes`` (str list), and ``overlay`` (str
         path) when one was written.
 
     Raises:

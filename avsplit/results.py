@@ -4,12 +4,14 @@ A :class:`Result` serialises to the clip's ``manifest.json`` (:meth:`Result.mani
 ``schema_version``) and gives the CLI's per-input summary (:meth:`Result.summary`), so the two
 never disagree and nobody re-reads the file.
 
-Manifest fields (schema 2; schema 1 had the same fields without ``schema_version``,
-``folder`` and ``stems``): ``avsplit_version``, ``input`` (path, duration, sample_rate,
+Manifest fields (schema 3; schema 2 had the same fields without ``events``, schema 1 also
+without ``schema_version``, ``folder`` and ``stems``): ``avsplit_version``, ``input`` (path, duration, sample_rate,
 channels, samples, audio_stream, video), ``mode``, ``folder`` (the clip folder's name:
 ``clip``, or ``clip-2`` when another input of the same run had that name), ``models``
 (name, file, sha256), ``tracks``, ``sources``, ``notes``, mode extras (``query``,
-``instruments``), ``stems`` (one entry per stem) and ``files`` (one entry per written file:
+``instruments``), ``events`` (the audio-visual event timeline, :mod:`avsplit.events`: rows
+``start_s``, ``end_s``, ``track``, ``label``, ``audible``, ``visible``, ``score``), ``stems``
+(one entry per stem) and ``files`` (one entry per written file:
 ``file``, ``kind`` audio|video, ``stem``, ``label``, ``track_ids``, ``onscreen``, ``scores``,
 ``time_ranges`` and the mode's fields such as ``silent``, ``box``, ``visual_confidence``).
 """
@@ -19,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass
@@ -67,6 +69,7 @@ class Result:
             separated sources; notes: what the user should know; extra: mode-specific
             top-level fields (``query``, ``instruments``).
         stems: the stems, in writing order (the last one takes the rest of the mixture).
+        events: the event timeline rows (:meth:`avsplit.events.Event.row` dicts).
     """
 
     input: dict
@@ -79,6 +82,7 @@ class Result:
     sources: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
+    events: list[dict] = field(default_factory=list)
 
     @property
     def path(self) -> Path:
@@ -105,7 +109,7 @@ class Result:
         return {"schema_version": SCHEMA_VERSION, "avsplit_version": __version__,
                 "input": self.input, "mode": self.mode, "folder": self.folder,
                 "models": self.models, "tracks": self.tracks, "sources": self.sources,
-                **self.extra, "notes": list(dict.fromkeys(self.notes)),
+                **self.extra, "notes": list(dict.fromkeys(self.notes)), "events": self.events,
                 "stems": [{"name": st.name, "label": st.label, "onscreen": st.onscreen,
                            "track_ids": st.track_ids, "energy_share": round(st.energy_share, 4),
                            **{k: v for k, v in st.fields.items() if k == "silent"}}

@@ -1,0 +1,5 @@
+"""report.html (stub)."""
+
+
+def write_report(result, folder, clip):
+    raise NotImplementedError
