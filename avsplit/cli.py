@@ -195,7 +195,8 @@ def localize(
     input: Path = typer.Argument(..., help="Video file."),
     overlay: bool = typer.Option(False, "--overlay", help="Write the video with a heatmap of where the sound comes from."),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Overlay video path (default <input>_overlay.mp4)."),
-    json_out: bool = typer.Option(False, "--json", help="Print per-frame peak positions and scores, and each instrument's loudness, as JSON."),
+    json_out: bool = typer.Option(False, "--json", help="Print per-frame peak positions and scores, each instrument's loudness and the event timeline, as JSON."),
+    report: bool = typer.Option(False, "--report", help="Write <input>_report.html next to the input."),
     audio_stream: int = typer.Option(0, "--audio-stream", min=0, help="Audio stream to use (0 = first)."),
     device: Device = typer.Option(Device.auto, help="Where the networks run."),
     weights: Optional[Path] = typer.Option(None, "--weights", metavar="PATH",
@@ -215,7 +216,8 @@ def localize(
                 result = localize_file(input, overlay_path=(out or input.with_name(f"{input.stem}_overlay.mp4"))
                                        if overlay else None, audio_stream=audio_stream,
                                        progress=RichProgress(bars, input.name), weights=weights,
-                                       engine=engine)
+                                       engine=engine, report_path=input.with_name(
+                                           f"{input.stem}_report.html") if report else None)
         except Exception as exc:
             _fail(input, exc, debug)
             raise typer.Exit(1)
@@ -228,6 +230,8 @@ def localize(
             names = ", ".join(i["name"] + (" (silent)" if i["silent"] else "")
                               for i in result["instruments"])
             stderr.print(f"{input}: instruments: {names}", markup=False, highlight=False, soft_wrap=True)
+        if result.get("report"):
+            stderr.print(f"{input}: wrote {result['report']}", markup=False, highlight=False, soft_wrap=True)
         if result.get("overlay"):
             stderr.print(f"{input}: wrote {result['overlay']}", markup=False, highlight=False, soft_wrap=True)
         else:

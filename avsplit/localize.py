@@ -532,7 +532,8 @@ def _events(a: _Analysis, scores: list[SyncScore], instruments: list[Instrument]
 # ---------------------------------------------------------------- entry point
 
 def localize_clip(clip: Clip, engine: Engine, overlay_path: Path | str | None = None,
-                  progress: Progress | None = None, weights: Path | str | None = None) -> dict:
+                  progress: Progress | None = None, weights: Path | str | None = None,
+                  report_path: Path | str | None = None) -> dict:
     """:func:`localize_file` on an open :class:`~avsplit.clip.Clip` with an
     :class:`~avsplit.engine.Engine` (the clip's cached audio, STFTs and face tracks are reused;
     the face tracks and recognition frames it computes are left in ``clip.cache``).
@@ -588,12 +589,17 @@ def localize_clip(clip: Clip, engine: Engine, overlay_path: Path | str | None = 
     if overlay_path is not None:
         result["overlay"] = str(write_overlay(clip, overlay_path, times, a.heat, a.tracks, scores,
                                               progress, instruments))
+    if report_path is not None:
+        from avsplit.report import write_localize_report
+
+        result["report"] = str(write_localize_report(result, clip, Path(report_path)))
     return result
 
 
 def localize_file(path: Path | str, overlay_path: Path | str | None = None, audio_stream: int = 0,
                   device: str = "auto", progress: Progress | None = None,
-                  weights: Path | str | None = None, engine: Engine | None = None) -> dict:
+                  weights: Path | str | None = None, engine: Engine | None = None,
+                  report_path: Path | str | None = None) -> dict:
     """Find where in the picture the sound of a video comes from, frame by frame.
 
     The input is opened once by the :class:`~avsplit.clip.Clip` (one PyAV open for the probe
@@ -635,6 +641,8 @@ def localize_file(path: Path | str, overlay_path: Path | str | None = None, audi
             error, raised before any analysis.
         engine: the :class:`~avsplit.engine.Engine` (device, models, face tracker) to use, e.g.
             one shared by many clips; by default one is made from ``device`` and closed after.
+        report_path: if given, write the HTML report there
+            (:func:`avsplit.report.write_localize_report`).
 
     Returns:
         A JSON-ready dict: ``input`` (str), ``duration`` (s), ``fps_analysed`` (frames per
@@ -649,8 +657,8 @@ def localize_file(path: Path | str, overlay_path: Path | str | None = None, audi
         ``visual_confidence``, ``audio_share`` 0..1, ``silent``, ``relabelled_from``,
         ``colour`` RGB, ``loudness`` [T] 0..1), ``events`` (the audio-visual event timeline,
         :func:`avsplit.events.frame_events` rows ``start_s``, ``end_s``, ``track``, ``label``,
-        ``audible``, ``visible``, ``score``), ``notes`` (str list), and ``overlay`` (str
-        path) when one was written.
+        ``audible``, ``visible``, ``score``), ``notes`` (str list), and ``overlay`` /
+        ``report`` (str paths) when written.
 
     Raises:
         MediaError: the file is missing or not media, the audio stream does not exist, or the
@@ -665,7 +673,7 @@ def localize_file(path: Path | str, overlay_path: Path | str | None = None, audi
         engine = Engine(device)
     try:
         with Clip(path, audio_stream) as clip:
-            return localize_clip(clip, engine, overlay_path, progress, weights)
+            return localize_clip(clip, engine, overlay_path, progress, weights, report_path)
     finally:
         if own:
             engine.close()
