@@ -27,12 +27,11 @@ exactly the columns :data:`CSV_COLUMNS`.
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from avsplit.errors import AvsplitError
 
 CSV_COLUMNS = ("start_s", "end_s", "track", "label", "audible", "visible", "score")
 OFFSCREEN = "offscreen"
@@ -304,25 +303,18 @@ def frame_events(times: np.ndarray, loud: np.ndarray, faces: list, instruments: 
 
 def write_csv(events: list[dict] | list[Event], path: Path | str) -> Path:
     """Write the rows (dicts or :class:`Event` s) to ``path`` with exactly the header
-    :data:`CSV_COLUMNS`, atomically (a temporary file renamed).
+    :data:`CSV_COLUMNS`, atomically (:func:`avsplit.outputs.write_text_atomic`).
 
     Raises:
         AvsplitError: the file cannot be written there (nothing is left behind).
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    rows = [e.row() if isinstance(e, Event) else e for e in events]
-    try:
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows)
-        tmp.replace(path)
-    except OSError as e:
-        raise AvsplitError(f"cannot write the events to {path} ({e.strerror}); check --events") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    from avsplit.outputs import write_text_atomic
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows([e.row() if isinstance(e, Event) else e for e in events])
+    return write_text_atomic(path, buf.getvalue(), "the events", "check --events")
 
 
 def events_path(base: Path | str, folder: str, several: bool) -> Path:

@@ -18,7 +18,7 @@ import numpy as np
 import soundfile as sf
 
 from avsplit import media
-from avsplit.errors import MediaError
+from avsplit.errors import AvsplitError, MediaError
 from avsplit.results import Result, Stem
 
 
@@ -68,6 +68,25 @@ def ranges_from_levels(db: np.ndarray, hop_s: float = 0.05, floor_db: float = -4
         else:
             ranges.append([start, end])
     return [[round(s, 3), round(e, 3)] for s, e in ranges if e - s >= min_len_s]
+
+
+def write_text_atomic(path: Path | str, text: str, what: str, hint: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through a hidden temporary file renamed into place.
+
+    Raises:
+        AvsplitError: it cannot be written (``cannot write <what> to <path> (<reason>); <hint>``;
+            nothing is left behind).
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except OSError as e:
+        raise AvsplitError(f"cannot write {what} to {path} ({e.strerror}); {hint}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def folder_name(path: Path, taken: set[str]) -> str:

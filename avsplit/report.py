@@ -236,16 +236,9 @@ def write_page(page: Page, path: Path) -> Path:
     Raises:
         AvsplitError: it cannot be written (nothing is left behind).
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(render(page), encoding="utf-8")
-        tmp.replace(path)
-    except OSError as e:
-        raise AvsplitError(f"cannot write the report {path} ({e.strerror})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    from avsplit.outputs import write_text_atomic
+
+    return write_text_atomic(path, render(page), "the report", "check the folder")
 
 
 def _longest_seen(ranges: list[list[float]], fallback: float) -> float:

@@ -298,8 +298,8 @@ def measure_offset(path: Path | str, audio_stream: int = 0, progress: Progress |
                    engine: Engine | None = None, min_confidence: float = MIN_CONFIDENCE) -> dict:
     """Estimate how late the audio is relative to the picture (the module docstring's method).
 
-    The input is opened once (:class:`~avsplit.clip.Clip`); one decode of the video at
-    analysis size feeds the face tracker and the motion energy.
+    The input is opened once (:class:`~avsplit.clip.Clip`); the video is decoded at analysis
+    size for the face tracker, and once more for the motion energy when no face is usable.
 
     Args:
         path: a video file with sound.
@@ -343,13 +343,20 @@ def measure_clip(clip: Clip, engine: Engine, progress: Progress | None = None,
     if not clip.has_video or not clip.has_audio:
         raise AvsplitError(f"{path} needs both a video and an audio stream for sync")
     mono = clip.mono(ENV_RATE)  # first: a missing audio stream fails before the video work
+    tracks = [t for t in engine.face_tracks(clip, progress) if t.kind == "face"]
     acc = MotionAccumulator()
-    source = acc.watch(clip.frames(ANALYSIS_MAX_SIDE))
-    tracks = [t for t in engine.face_tracks(clip, progress, frames=source) if t.kind == "face"]
-    for _ in source:  # face tracks came from the clip's cache: the motion still needs frames
-        pass
+    if not _usable(tracks):  # no face to read: the motion cue needs the frames once more
+        advance = progress.stage("measuring motion", None)
+        for t, frame in clip.frames(ANALYSIS_MAX_SIDE):
+            acc.add(t, frame)
+            advance(1)
     return judge(offset_from(mono, ENV_RATE, tracks, acc.energy, acc.timestamps), path,
                  min_confidence)
+
+
+def _usable(tracks: list[VisualTrack]) -> list[VisualTrack]:
+    """Face tracks with at least 10 seen frames (a jaw to read)."""
+    return [t for t in tracks if t.kind == "face" and np.isfinite(t.activity).sum() >= 10]
 
 
 def offset_from(mono: np.ndarray, rate: int, tracks: list[VisualTrack], motion: np.ndarray,
@@ -360,16 +367,18 @@ def offset_from(mono: np.ndarray, rate: int, tracks: list[VisualTrack], motion: 
     Args:
         mono: ``[samples]`` float32 mono audio at ``rate`` Hz.
         tracks: face tracks (real timestamps, seconds; ``activity`` = jaw opening).
-        motion: ``[T, gh, gw]`` motion energy at ``motion_times`` ``[T]`` seconds.
+        motion: ``[T, gh, gw]`` motion energy at ``motion_times`` ``[T]`` seconds (only used
+            without a usable face track).
 
     Returns:
         :func:`estimate`'s dict plus ``duration`` (s), ``frames`` (video frames seen) and
         ``faces`` (face tracks with at least 10 seen frames);
-        ``offset_s``/``confidence`` are ``None``/0 when there are fewer than 10 frames.
+        ``offset_s``/``confidence`` are ``None``/0 without a usable face and with fewer than
+        10 motion frames.
     """
     duration = len(mono) / rate
     grid = _grid_times(duration)
-    tracks = [t for t in tracks if t.kind == "face" and np.isfinite(t.activity).sum() >= 10]
+    tracks = _usable(tracks)
     base = {"duration": round(duration, 3), "frames": int(len(motion_times)),
             "faces": len(tracks)}
     if tracks:
