@@ -255,7 +255,7 @@ def sync(
     refuses with exit code 1 when it cannot tell with confidence.
     """
     from avsplit.engine import Engine
-    from avsplit.sync import sync_input
+    from avsplit.sync import describe, sync_input
 
     if fix and out is None:
         stderr.print("avsplit: error: --fix needs -o OUT.mp4", markup=False, highlight=False, soft_wrap=True)
@@ -274,8 +274,6 @@ def sync(
     if json_out:
         print(json.dumps(result, indent=2))
     else:
-        from avsplit.sync import describe
-
         print(f"{input}: {describe(result)}")
 
 

@@ -7,10 +7,13 @@ computed, not learned, per visual track and per separated source:
 
 * a face track is *visible* where the face tracker sees it (gaps under
   :data:`MAX_GAP_S` bridged) and *audible* where a separated voice matched to it (in that
-  association window) is active; a face seen while someone off screen talks is visible but
-  not audible;
+  association window) is active *and* its mouth moves (:func:`moving_ranges`: a still mouth
+  while a voice talks is evidence that the voice is someone else's, the measure of DESIGN.md;
+  it matters because a separator has no reason to split two voices that never overlap, so an
+  off-screen voice that talks while the face is silent often shares the face's slot); a face
+  seen while someone off screen talks is visible but not audible;
 * a separated source matched to no face is an ``offscreen`` row: audible where active,
-  never visible;
+  never visible; so is a matched source while its face's mouth is still;
 * an instrument stem is visible over the clip when the recogniser put a box on it (the
   recogniser looks at a few frames, so its box holds for the whole clip) and audible where
   its stem is (the stem's ``time_ranges``); a ``--query`` stem without a box is ``offscreen``.
@@ -41,6 +44,8 @@ SMOOTH_S = 0.1
 MIN_GAP_S = 0.3
 MIN_LEN_S = 0.2
 MAX_GAP_S = 0.5
+MOVING = 0.3  # mouth movement (0..1, avsplit.sync.mouth_movement) from which the mouth moves
+MOVING_PAD_S = 0.3  # a moving mouth covers the sound this long before and after it
 
 
 @dataclass
@@ -190,6 +195,34 @@ def track_events(track: str, label: str, audible: list[list[float]],
             for a, b, aud, vis in segments(audible, visible)]
 
 
+def moving_ranges(track, duration: float, hop_s: float = 0.01, threshold: float = MOVING,
+                  pad_s: float = MOVING_PAD_S) -> list[list[float]]:
+    """``[[start_s, end_s], ...]`` where a face's mouth moves: movement
+    (:func:`avsplit.sync.mouth_movement`) at ``threshold`` or more, widened by ``pad_s`` on each
+    side (speech sound outlasts the jaw movement that makes it)."""
+    from avsplit.sync import mouth_movement
+
+    grid = np.arange(int(np.ceil(duration / hop_s))) * hop_s
+    _, valid, move = mouth_movement(track, grid)
+    moving = (move >= threshold) & valid
+    pad = int(round(pad_s / hop_s))
+    if pad and moving.any():
+        moving = np.convolve(moving.astype(float), np.ones(2 * pad + 1), mode="same") > 0
+    return mask_to_ranges(moving, hop_s)
+
+
+def subtract(ranges: list[list[float]], cut: list[list[float]]) -> list[list[float]]:
+    """``ranges`` less ``cut`` (both sorted, non-overlapping lists)."""
+    out = []
+    for a, b in ranges:
+        pieces = [[a, b]]
+        for c, d in cut:
+            pieces = [p for s, e in pieces for p in ([[s, min(e, c)]] if c > s else []) +
+                      ([[max(s, d), e]] if d < e else []) if p[1] > p[0]]
+        out += pieces
+    return out
+
+
 def speech_events(tracks, windows, envelopes: np.ndarray, env_t: np.ndarray,
                   mixture: np.ndarray, background: np.ndarray | None = None) -> list[Event]:
     """The timeline of ``--mode onscreen``/``speakers``.
@@ -230,15 +263,26 @@ def speech_events(tracks, windows, envelopes: np.ndarray, env_t: np.ndarray,
                 if part:
                     off_conf[k].append(a.confidence)
     events: list[Event] = []
+    duration = float(env_t[-1] + hop) if len(env_t) else 0.0
+    still_heard, still_conf = [], []  # a matched voice heard while its face's mouth was still
     for t in tracks:
         tid = int(t.track_id)
         visible = seen_ranges(t.timestamps, t.seen)
         conf = float(np.mean(face_conf[tid])) if face_conf[tid] else 0.0
-        events += track_events(str(tid), "face", union(face_heard[tid]), visible, conf,
+        heard_f = union(face_heard[tid])
+        moving = moving_ranges(t, duration)
+        still = subtract(heard_f, moving)
+        if still:
+            still_heard += still
+            still_conf.append(1.0 - conf)
+        events += track_events(str(tid), "face", subtract(heard_f, still), visible, conf,
                                float(t.score))
     for k in range(len(envelopes)):
         conf = float(np.mean(off_conf[k])) if off_conf[k] else 0.0
         events += track_events(OFFSCREEN, "voice", union(off_heard[k]), [], conf, 0.0)
+    if still_heard:
+        events += track_events(OFFSCREEN, "voice", union(still_heard), [],
+                               float(np.mean(still_conf)), 0.0)
     if background is not None:
         events += track_events(OFFSCREEN, "background", active_ranges(background, mixture, hop),
                                [], 1.0, 0.0)

@@ -236,12 +236,20 @@ def _on_grid(t: np.ndarray, x: np.ndarray, grid: np.ndarray, max_gap_s: float = 
     return vals, valid
 
 
+def mouth_movement(track: VisualTrack, grid: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """How much a face's mouth moves: ``(jaw opening [N], valid [N] bool, movement [N] 0..1)``
+    on ``grid`` (seconds); movement is the jaw's local standard deviation over
+    :data:`ACTIVITY_S` against its 90th percentile over the track."""
+    jaw, valid = _on_grid(track.timestamps, track.activity.astype(np.float64), grid)
+    return jaw, valid, _activity(jaw, valid, int(ACTIVITY_S / STEP_S))
+
+
 def lip_curve(track: VisualTrack, heard: tuple[np.ndarray, np.ndarray], grid: np.ndarray
               ) -> LagCurve:
     """:func:`lag_curve` of a face track's jaw opening (``activity``, NaN where unseen) against
     the audio side of :func:`_heard` (``lips`` cue)."""
-    jaw, valid = _on_grid(track.timestamps, track.activity.astype(np.float64), grid)
-    act = _activity(jaw, valid, int(ACTIVITY_S / STEP_S))
+    jaw, valid, act = mouth_movement(track, grid)
     return lag_curve(_rate_of_change(jaw, valid), valid, act, *heard, "lips", int(track.track_id))
 
 

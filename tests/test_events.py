@@ -45,15 +45,16 @@ def muted_clip(tmp_path_factory, make_media):
     return video, a, b
 
 
-def _separate_cli(monkeypatch, tracker, voices, *args):
-    """``avsplit separate ARGS`` in-process with ``tracker`` and the ideal-ratio network."""
+def _separate_cli(monkeypatch, tracker, voices, *args, network=IdealRatioNetwork):
+    """``avsplit separate ARGS`` in-process with ``tracker`` and a stand-in ``network`` made
+    from the voices (default: the ideal-ratio one)."""
     from typer.testing import CliRunner
 
     import avsplit.engine
     from avsplit.cli import app
     from avsplit.separator import Separator
 
-    ideal = Separator(IdealRatioNetwork(*voices), {"name": "ideal", "file": "-", "sha256": "-"})
+    ideal = Separator(network(*voices), {"name": "stand-in", "file": "-", "sha256": "-"})
     monkeypatch.setattr(avsplit.engine, "MediaPipeFaceTracker", lambda: tracker)
     monkeypatch.setattr(avsplit.engine.Engine, "separator", lambda self, name, weights=None: ideal)
     return CliRunner().invoke(app, ["separate", *map(str, args)])
@@ -147,3 +148,31 @@ def test_seen_ranges_bridge_short_gaps():
     seen[20:25] = False  # 0.2 s: bridged
     seen[50:80] = False  # 1.2 s: a gap
     assert seen_ranges(t, seen) == [[0.0, 2.0], [3.2, 4.0]]
+
+
+class OneSlotNetwork(IdealRatioNetwork):
+    """A stand-in network that leaves both voices in slot 0 (they never overlap, so a real
+    separator has no reason to split them): slot 0 = everything, slot 1 and background empty."""
+
+    def masks(self, spec):
+        import torch
+
+        ones = torch.ones_like(self.refs[:1, :, :spec.shape[-1]])
+        return torch.cat([ones, 0 * ones, 0 * ones])[None]
+
+
+def test_a_voice_sharing_the_faces_slot_is_offscreen_while_the_mouth_is_still(
+        muted_clip, tmp_path, monkeypatch):
+    video, a, b = muted_clip
+    res = _separate_cli(monkeypatch, FakeFaceTracker([a]), (a, b), video, "-o", tmp_path / "out",
+                        "-q", "--no-video", "--no-enhance", "--events", tmp_path / "ev.csv",
+                        network=OneSlotNetwork)
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader((tmp_path / "ev.csv").read_text().splitlines()))
+    face = [r for r in rows if r["track"] == "0"]
+    # B talks, A's mouth is still (a moving mouth covers the sound 0.3 s beyond it)
+    for t in np.linspace(MUTE[0] + 0.45, MUTE[1] - 0.5, 8):
+        assert [(r["audible"], r["visible"]) for r in _covered(face, t)] == [("0", "1")]
+        assert any(r["audible"] == "1" and r["visible"] == "0" for r in _covered(rows, t)
+                   if r["track"] == OFFSCREEN)
+    assert any(r["audible"] == "1" and r["visible"] == "1" for r in face)
