@@ -109,32 +109,39 @@ def timeline_svg(events: list[dict], duration: float) -> str:
     return _svg(fig)
 
 
-def waveform_svg(path: Path, duration: float, columns: int = WAVE_COLUMNS) -> str:
-    """Inline SVG of a stem's waveform (mono mix of its channels): the min and max of each of
-    ``columns`` time slices, read block by block (a long stem is never held whole)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def waveform(path: Path, columns: int = WAVE_COLUMNS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A stem's waveform (mono mix of its channels) for plotting: ``(times [K] s, min [K],
+    max [K])`` over ``columns`` time slices, read block by block (a long stem is never held
+    whole)."""
     import soundfile as sf
 
     with sf.SoundFile(path) as f:
-        n = f.frames
-        per = max(1, int(np.ceil(n / columns)))
+        per = max(1, int(np.ceil(f.frames / columns)))
         lo, hi = [], []
         for block in f.blocks(blocksize=per * 64, dtype="float32", always_2d=True):
             mono = block.mean(axis=1)
-            pad = (-len(mono)) % per
-            m = np.pad(mono, (0, pad)).reshape(-1, per)
+            m = np.pad(mono, (0, (-len(mono)) % per)).reshape(-1, per)
             lo.append(m.min(axis=1))
             hi.append(m.max(axis=1))
         rate = f.samplerate
     lo = np.concatenate(lo) if lo else np.zeros(1)
     hi = np.concatenate(hi) if hi else np.zeros(1)
-    t = np.arange(len(lo)) * per / rate
+    return np.arange(len(lo)) * per / rate, lo, hi
+
+
+def waveform_svg(wave: tuple[np.ndarray, np.ndarray, np.ndarray], duration: float,
+                 peak: float) -> str:
+    """Inline SVG of a :func:`waveform`, on a ``±peak`` scale (one scale for all stems of a
+    page, so a quiet stem looks quiet)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t, lo, hi = wave
     fig, ax = plt.subplots(figsize=(10, 1.3))
     ax.fill_between(t, lo, hi, color="#37474f", linewidth=0)
-    peak = max(float(np.abs(np.concatenate([lo, hi])).max()), 1e-3)
+    peak = max(peak, 1e-3)
     ax.set_ylim(-peak * 1.05, peak * 1.05)
     ax.set_xlim(0, max(duration, 1e-3))
     ax.set_yticks([])
@@ -219,11 +226,13 @@ def render(page: Page) -> str:
             parts.append(f"<div class='thumb'>{img}<b>{esc(th.track)}</b> {esc(th.label)}"
                          f"<br>{esc(th.info)}</div>")
         parts.append("</div>")
-    parts.append("<h2>Audio</h2>")
-    for p in page.players:
+    parts.append("<h2>Audio</h2><p><small>waveforms on one scale</small></p>")
+    waves = [waveform(p.path) for p in page.players]
+    peak = max([float(max(np.abs(lo).max(), np.abs(hi).max())) for _, lo, hi in waves] or [1.0])
+    for p, wave in zip(page.players, waves):
         parts.append(f"<div class='stem'><b>{esc(p.name)}</b> {esc(p.label)} <small>{esc(p.info)}"
                      f"</small><br><audio controls preload='metadata' src='{opus_data_uri(p.path)}'>"
-                     f"</audio>{waveform_svg(p.path, page.duration)}</div>")
+                     f"</audio>{waveform_svg(wave, page.duration, peak)}</div>")
     parts.append("<h2>Notes</h2>" + ("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in page.notes)
                                      + "</ul>" if page.notes else "<p>none</p>"))
     parts.append(f"<p id='status'></p><script>{_SCRIPT}</script></body></html>")
