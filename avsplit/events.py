@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from avsplit.sync import mouth_movement, moving_average
+
 CSV_COLUMNS = ("start_s", "end_s", "track", "label", "audible", "visible", "score")
 OFFSCREEN = "offscreen"
 FLOOR_DB = 35.0
@@ -77,15 +79,6 @@ class Event:
                 "visible": int(self.visible), "score": round(float(self.score), 3)}
 
 
-def _smooth(x: np.ndarray, n: int) -> np.ndarray:
-    if n <= 1 or len(x) == 0:
-        return x
-    c = np.concatenate([[0.0], np.cumsum(x, dtype=np.float64)])
-    i = np.arange(len(x))
-    lo, hi = np.clip(i - n // 2, 0, len(x)), np.clip(i + n // 2 + 1, 0, len(x))
-    return (c[hi] - c[lo]) / (hi - lo)
-
-
 def mask_to_ranges(active: np.ndarray, hop_s: float, min_gap_s: float = MIN_GAP_S,
                    min_len_s: float = MIN_LEN_S) -> list[list[float]]:
     """``[T]`` bool frames of ``hop_s`` seconds -> ``[[start_s, end_s], ...]``: gaps shorter
@@ -117,8 +110,8 @@ def active_ranges(envelope: np.ndarray, mixture: np.ndarray, hop_s: float,
         ``[[start_s, end_s], ...]`` (:func:`mask_to_ranges`).
     """
     n = max(1, int(round(SMOOTH_S / hop_s)))
-    src = _smooth(np.asarray(envelope, np.float64) ** 2, n)
-    mix = _smooth(np.asarray(mixture, np.float64)[: len(src)] ** 2, n)
+    src = moving_average(np.asarray(envelope, np.float64) ** 2, n)
+    mix = moving_average(np.asarray(mixture, np.float64)[: len(src)] ** 2, n)
     src = src[: len(mix)]
     if len(mix) == 0:
         return []
@@ -200,8 +193,6 @@ def moving_ranges(track, duration: float, hop_s: float = 0.01, threshold: float 
     """``[[start_s, end_s], ...]`` where a face's mouth moves: movement
     (:func:`avsplit.sync.mouth_movement`) at ``threshold`` or more, widened by ``pad_s`` on each
     side (speech sound outlasts the jaw movement that makes it)."""
-    from avsplit.sync import mouth_movement
-
     grid = np.arange(int(np.ceil(duration / hop_s))) * hop_s
     _, valid, move = mouth_movement(track, grid)
     moving = (move >= threshold) & valid

@@ -128,7 +128,8 @@ class LagCurve:
         return float(1.0 / (1.0 + np.exp(-2.0 * (self.z - Z_REFUSE))))
 
 
-def _moving_average(x: np.ndarray, n: int) -> np.ndarray:
+def moving_average(x: np.ndarray, n: int) -> np.ndarray:
+    """Centred moving average of ``x [N]`` over ``n`` samples (fewer at the edges), float64."""
     if n <= 1:
         return x.astype(np.float64)
     c = np.concatenate([[0.0], np.cumsum(x, dtype=np.float64)])
@@ -143,9 +144,9 @@ def _activity(x: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
     """Soft activity 0..1: the local standard deviation of ``x`` over ``n`` samples against
     its 90th percentile over the masked samples."""
     m = mask.astype(np.float64)
-    cnt = np.maximum(_moving_average(m, n), 1e-9)
-    mean = _moving_average(x * m, n) / cnt
-    var = np.maximum(_moving_average(x * x * m, n) / cnt - mean ** 2, 0.0)
+    cnt = np.maximum(moving_average(m, n), 1e-9)
+    mean = moving_average(x * m, n) / cnt
+    var = np.maximum(moving_average(x * x * m, n) / cnt - mean ** 2, 0.0)
     sd = np.sqrt(var) * mask
     ref = float(np.percentile(sd[mask], 90)) if mask.any() else 0.0
     return np.clip(sd / ref, 0.0, 1.0) if ref > 0 else np.zeros(len(x))
@@ -199,7 +200,7 @@ def _grid_times(duration: float) -> np.ndarray:
 
 def _rate_of_change(x: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     """``d/dt`` (per grid step) of ``x`` smoothed over :data:`SMOOTH_S`; 0 where invalid."""
-    d = np.gradient(_moving_average(x, max(1, int(round(SMOOTH_S / STEP_S)))))
+    d = np.gradient(moving_average(x, max(1, int(round(SMOOTH_S / STEP_S)))))
     return d if valid is None else d * valid
 
 
