@@ -9,7 +9,8 @@ without ``schema_version``, ``folder`` and ``stems``): ``avsplit_version``, ``in
 channels, samples, audio_stream, video), ``mode``, ``folder`` (the clip folder's name:
 ``clip``, or ``clip-2`` when another input of the same run had that name), ``models``
 (name, file, sha256), ``tracks``, ``sources``, ``notes``, mode extras (``query``,
-``instruments``), ``events`` (the audio-visual event timeline, :mod:`avsplit.events`: rows
+``instruments``; ``report`` = ``report.html`` and ``events_csv`` = the ``--events`` file
+when written), ``events`` (the audio-visual event timeline, :mod:`avsplit.events`: rows
 ``start_s``, ``end_s``, ``track``, ``label``, ``audible``, ``visible``, ``score``), ``stems``
 (one entry per stem) and ``files`` (one entry per written file:
 ``file``, ``kind`` audio|video, ``stem``, ``label``, ``track_ids``, ``onscreen``, ``scores``,
@@ -117,9 +118,12 @@ class Result:
                 "files": self.files()}
 
     def summary(self) -> dict:
-        """The CLI's JSON summary of this input."""
+        """The CLI's JSON summary of this input (``outputs`` also lists the report and the
+        events CSV when written)."""
+        extra = ([str(self.path / self.extra["report"])] if "report" in self.extra else []) + \
+            ([self.extra["events_csv"]] if "events_csv" in self.extra else [])
         return {"input": self.input["path"], "ok": True, "status": "done",
                 "outdir": str(self.path), "manifest": str(self.manifest_path),
                 "files": [f["file"] for f in self.files()], "outputs": [
-                    str(self.path / f["file"]) for f in self.files()],
+                    str(self.path / f["file"]) for f in self.files()] + extra,
                 "notes": list(dict.fromkeys(self.notes))}

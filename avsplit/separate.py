@@ -94,7 +94,8 @@ def separate_clip(clip: Clip, engine: Engine, options: SeparateOptions, outdir: 
             result.events = [e.row() for e in stem_events(result.stems, clip.samples / clip.rate)]
         if options.report:
             write_report(result, writer.tmp, clip)
+            result.extra["report"] = "report.html"
         if options.events is not None:
-            write_csv(result.events, options.events)
+            result.extra["events_csv"] = str(write_csv(result.events, options.events))
         writer.commit(result)
     return result

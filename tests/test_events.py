@@ -71,8 +71,9 @@ def test_events_csv_has_the_columns_and_the_muted_face_is_visible_not_audible(
     tracker = FakeFaceTracker([a])  # the face's mouth follows A (still while A is muted)
     out_csv = tmp_path / "events.csv"
     res = _separate_cli(monkeypatch, tracker, (a, b), video, "-o", tmp_path / "out", "-q",
-                        "--no-video", "--no-enhance", "--mode", mode, "--events", out_csv)
+                        "--no-video", "--no-enhance", "--mode", mode, "--events", out_csv, "--json")
     assert res.exit_code == 0, res.output
+    assert str(out_csv) in json.loads(res.stdout)["results"][0]["outputs"]
     lines = out_csv.read_text().splitlines()
     assert lines[0] == "start_s,end_s,track,label,audible,visible,score"
     rows = list(csv.DictReader(lines))

@@ -3,6 +3,7 @@ browser (Debian ``chromium``; that test skips where none is installed)."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -26,11 +27,14 @@ def report(muted_clip, tmp_path_factory):  # noqa: F811
     mp = pytest.MonkeyPatch()
     try:
         res = _separate_cli(mp, FakeFaceTracker([a]), (a, b), video, "-o", out, "-q", "--no-video",
-                            "--no-enhance", "--mode", "speakers", "--report")
+                            "--no-enhance", "--mode", "speakers", "--report", "--json")
     finally:
         mp.undo()
     assert res.exit_code == 0, res.output
     path = out / "talk" / "report.html"
+    (summary,) = json.loads(res.stdout)["results"]
+    assert str(path) in summary["outputs"]
+    assert json.loads((out / "talk" / "manifest.json").read_text())["report"] == "report.html"
     return path, path.read_text()
 
 
