@@ -226,9 +226,12 @@ def speech_events(tracks, windows, envelopes: np.ndarray, env_t: np.ndarray,
             envelope (an ``offscreen`` ``background`` row), or ``None``.
 
     Returns:
-        Rows per face track (``track`` = its id, label ``face``), then one ``offscreen``
-        ``voice`` row set per voice candidate heard while matched to no face, then the
-        background; each list in time order.
+        Rows per face track (``track`` = its id, label ``face``; audible where a matched voice
+        is active while the mouth moves, :func:`moving_ranges`), then one ``offscreen``
+        ``voice`` row set per voice candidate heard while matched to no face, one for matched
+        voices heard while their face's mouth was still (score ``1 -`` the match's
+        confidence), then the background (score 1: off-screen by construction); each set in
+        time order.
     """
     hop = float(env_t[1] - env_t[0]) if len(env_t) > 1 else 0.01
     heard = [active_ranges(e, mixture, hop) for e in envelopes]
