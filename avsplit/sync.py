@@ -414,7 +414,11 @@ def judge(found: dict, path: Path | str, min_confidence: float = MIN_CONFIDENCE)
     result = {"input": str(path), **found}
     cue = (f"the lips of face {result['track_id']}" if result["cue"] == "lips"
            else "motion onsets (no face visible)")
-    if result["offset_s"] is None or result["evidence_s"] < MIN_EVIDENCE_S:
+    if result["offset_s"] is None:
+        raise SyncRefused(f"{path}: too few video frames to tell the offset ({result['frames']} "
+                          "frames and no face; at least 10 needed)",
+                          {**result, "in_sync": None, "refused": "too short"})
+    if result["evidence_s"] < MIN_EVIDENCE_S:
         raise SyncRefused(f"{path}: too short to tell the offset ({result['evidence_s']:.1f} s "
                           f"of usable {cue}; at least {MIN_EVIDENCE_S:.1f} s needed)",
                           {**result, "in_sync": None, "refused": "too short"})
