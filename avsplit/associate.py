@@ -22,7 +22,7 @@ from avsplit.structures import VisualTrack
 ENV_HOP_S = 0.01
 ENV_WIN_S = 0.04
 LAGS_S = np.round(np.arange(-0.3, 0.3001, 0.02), 3)
-NATURAL_LAG_S = 0.05  # speech sound trails jaw opening by tens of ms (design doc: peak at 0..+0.1 s)
+NATURAL_LAG_S = 0.04  # speech sound trails jaw opening: median best lag of benchmarks/sync.py on the unshifted av/speech clips (0.042 s)
 LAG_PRIOR = 0.3  # r penalty at 0.35 s from the natural lag (quadratic)
 # decision thresholds (see associate_envelopes)
 Z_BEST, R_BEST, Z_OTHER, R_OTHER, SILENCE_DB = 1.5, 0.15, 2.5, 0.3, -30.0
@@ -35,7 +35,7 @@ class SyncScore:
     Attributes:
         track_id: the face track.
         r: Pearson correlation at the best lag, less the lag prior's penalty (lags far from
-            the natural +0.05 s count less; see :data:`LAG_PRIOR`).
+            the natural +0.04 s count less; see :data:`LAG_PRIOR`).
         lag_s: best lag in seconds (positive: the audio comes after the mouth movement).
         z: ``(r - mean_null) / std_null`` against circularly shifted audio.
         frames: number of video frames with the face seen and used.

@@ -232,6 +232,9 @@ def error_message(exc: BaseException, path: Path | str) -> str:
     return message if str(path) in message else f"{path}: {message}"
 
 
+_LINE_KEYS = ("path", "input", "status", "ok", "outputs", "error", "seconds")
+
+
 def _line(path: Path, status: str, seconds: float = 0.0, outputs: list[str] | None = None,
           error: str | None = None, **extra) -> dict:
     """The result line of one input (the ``--json`` object)."""
@@ -250,8 +253,11 @@ def run_one(task: Task, engine, job: Job, progress: Progress, debug: bool = Fals
     except BaseException as exc:  # one input never stops the batch
         if debug:
             traceback.print_exception(exc, file=sys.stderr)
+        partial = getattr(exc, "result", None)  # e.g. sync's refused measurement
+        partial = {k: v for k, v in partial.items() if k not in _LINE_KEYS} \
+            if isinstance(partial, dict) else {}
         return _line(job.input.path, "failed", time.perf_counter() - t0,
-                     error=error_message(exc, job.input.path))
+                     error=error_message(exc, job.input.path), **partial)
     outputs = fields.pop("outputs", [])
     return _line(job.input.path, "done", time.perf_counter() - t0, outputs, None, **fields)
 

@@ -189,6 +189,11 @@ def separate(
     jobs: int = _B["jobs"],
     executor: Executor = _B["executor"],
     ray_address: Optional[str] = _B["ray_address"],
+    events: Optional[Path] = typer.Option(None, "--events", metavar="FILE.csv",
+                                          help="Write the audio-visual event timeline (start_s,end_s,"
+                                          "track,label,audible,visible,score) to FILE.csv "
+                                          "(FILE-<clip>.csv per input when there are several)."),
+    report: bool = typer.Option(False, "--report", help="Write report.html in the clip's folder."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON line per input on stdout."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bars."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
@@ -222,8 +227,8 @@ def separate(
 
     options = SeparateOptions(mode=(mode or Mode.onscreen).value, fmt=fmt.value, video=not no_video,
                               audio_stream=audio_stream, query=labels, weights=weights,
-                              enhance=not no_enhance)
-    task = SeparateTask(options, outdir, filename, device.value)
+                              enhance=not no_enhance, report=report)
+    task = SeparateTask(options, outdir, filename, device.value, events)
 
     def describe(line: dict) -> None:
         for note in line.get("notes", []):
@@ -242,7 +247,8 @@ def localize(
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Overlay video path for one input "
                                        "(default <input>_overlay.mp4), or a folder for several "
                                        "(created when missing)."),
-    json_out: bool = typer.Option(False, "--json", help="Print per-frame peak positions and scores, and each instrument's loudness, as one JSON line per input."),
+    json_out: bool = typer.Option(False, "--json", help="Print per-frame peak positions and scores, each instrument's loudness and the event timeline, as one JSON line per input."),
+    report: bool = typer.Option(False, "--report", help="Write <input>_report.html next to the input."),
     audio_stream: int = typer.Option(0, "--audio-stream", min=0, help="Audio stream to use (0 = first)."),
     device: Device = typer.Option(Device.auto, help="Where the networks run."),
     weights: Optional[Path] = typer.Option(None, "--weights", metavar="PATH",
@@ -261,7 +267,7 @@ def localize(
 
     if out is not None and not overlay:
         overlay = True
-    task = LocalizeTask(overlay, out, weights, audio_stream, device.value)
+    task = LocalizeTask(overlay, out, weights, audio_stream, device.value, report)
 
     def describe(line: dict) -> None:
         path = line["path"]
@@ -271,6 +277,8 @@ def localize(
             names = ", ".join(i["name"] + (" (silent)" if i["silent"] else "")
                               for i in line["instruments"])
             _say(f"{path}: instruments: {names}")
+        if line.get("report"):
+            _say(f"{path}: wrote {line['report']}")
         if line.get("overlay"):
             _say(f"{path}: wrote {line['overlay']}")
         else:
@@ -284,7 +292,7 @@ def localize(
 
 @app.command()
 def sync(
-    inputs: list[Path] = typer.Argument(..., help="Video files (folders, globs) with a visible speaker."),
+    inputs: list[Path] = typer.Argument(..., help="Video files (folders, globs) with sound (a visible speaker is best)."),
     fix: bool = typer.Option(False, "--fix", help="Write a copy with the audio shifted into sync (needs -o)."),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output video for --fix (a folder for several inputs)."),
     audio_stream: int = typer.Option(0, "--audio-stream", min=0, help="Audio stream to use (0 = first)."),
@@ -296,7 +304,11 @@ def sync(
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bars."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
 ) -> None:
-    """Measure how far the audio of each INPUT is ahead of or behind the lips (and fix it)."""
+    """Measure how far the audio of each INPUT is ahead of or behind the picture (and fix it).
+
+    Reads the lips of a visible face (or, without one, motion onsets against sound onsets);
+    refuses with exit code 1 when it cannot tell with confidence.
+    """
     from avsplit.tasks import SyncTask
 
     if fix and out is None:
@@ -305,10 +317,9 @@ def sync(
     task = SyncTask(fix, out, audio_stream)
 
     def describe(line: dict) -> None:
-        state = "in sync" if line["in_sync"] else "out of sync"
-        print(f"{line['path']}: audio offset {line['offset_s']:+.2f} s ({state}; face "
-              f"{line['track_id']}, r={line['r']:.2f})"
-              + (f"; wrote {line['fixed']}" if line.get("fixed") else ""), flush=True)
+        from avsplit.sync import describe as say
+
+        print(f"{line['path']}: {say(line)}", flush=True)
 
     _batch(task, inputs, recursive=recursive, jobs=jobs, executor=executor.value,
            ray_address=ray_address, skip_existing=False, overwrite=True, json_out=json_out,

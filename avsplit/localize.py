@@ -62,10 +62,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from avsplit.associate import SyncScore, speech_envelope, sync_score
+from avsplit.associate import R_BEST, Z_BEST, SyncScore, speech_envelope, sync_score
 from avsplit.clip import ANALYSIS_MAX_SIDE, Clip
 from avsplit.engine import Engine
 from avsplit.errors import AvsplitError, WeightsUnavailableError
+from avsplit.events import frame_events
 from avsplit.instruments import (SILENT_SHARE, InstrumentAnalysis, RecognitionFrames,
                                  analyse_instruments)
 from avsplit.overlay import (INSTRUMENT_ALPHA, INSTRUMENT_BOX_GROW, INSTRUMENT_PALETTE,
@@ -95,6 +96,7 @@ MOTION_PRIOR = 0.15
 FACE_PRIOR = 0.15
 BODY_WEIGHT = 0.3
 MOUTH_Y = 0.72
+TALKING = 0.25  # mouth movement x loudness (0..1) from which a face counts as audible
 
 
 @dataclass
@@ -513,10 +515,25 @@ def _instrument_entry(ins: Instrument) -> dict:
             "loudness": [round(float(v), 3) for v in ins.loud]}
 
 
+def _events(a: _Analysis, scores: list[SyncScore], instruments: list[Instrument]) -> list:
+    """The event timeline (:func:`avsplit.events.frame_events`): a face is audible where its
+    mouth moves while there is sound (its face weight without the sync weight at
+    :data:`TALKING` or more) and its sync is credible (the association's ``Z_BEST`` and
+    ``R_BEST``); an instrument where its stem's loudness is at :data:`TALKING` or more."""
+    faces = []
+    for tr, s, w in zip(a.tracks, scores, a.face_weight):
+        credible = s.z >= Z_BEST and s.r >= R_BEST
+        faces.append((tr, (w / _sync_weight(s) >= TALKING) & credible, float(np.clip(s.r, 0, 1))))
+    inst = [(ins.name, ins.label, np.asarray(ins.loud) >= TALKING,
+             float(ins.visual_confidence or 0.0)) for ins in instruments if not ins.silent]
+    return frame_events(a.times, a.loud, faces, inst)
+
+
 # ---------------------------------------------------------------- entry point
 
 def localize_clip(clip: Clip, engine: Engine, overlay_path: Path | str | None = None,
-                  progress: Progress | None = None, weights: Path | str | None = None) -> dict:
+                  progress: Progress | None = None, weights: Path | str | None = None,
+                  report_path: Path | str | None = None) -> dict:
     """:func:`localize_file` on an open :class:`~avsplit.clip.Clip` with an
     :class:`~avsplit.engine.Engine` (the clip's cached audio, STFTs and face tracks are reused;
     the face tracks and recognition frames it computes are left in ``clip.cache``).
@@ -566,6 +583,7 @@ def localize_clip(clip: Clip, engine: Engine, overlay_path: Path | str | None = 
         "tracks": [_track_entry(tr, s) for tr, s in zip(a.tracks, scores)],
         "frames": _frame_entries(a),
         "instruments": [_instrument_entry(ins) for ins in instruments],
+        "events": [e.row() for e in _events(a, scores, instruments)],
         "notes": list(dict.fromkeys(notes)),
     }
     if overlay_path is not None:
@@ -579,12 +597,17 @@ def localize_clip(clip: Clip, engine: Engine, overlay_path: Path | str | None = 
             result["notes"].append(f"the overlay is {o.width}x{o.height}, not the input's "
                                    f"{v.width}x{v.height}: inputs larger than "
                                    f"{OVERLAY_MAX_SIDE} px are drawn at analysis size")
+    if report_path is not None:
+        from avsplit.report import write_localize_report
+
+        result["report"] = str(write_localize_report(result, clip, Path(report_path)))
     return result
 
 
 def localize_file(path: Path | str, overlay_path: Path | str | None = None, audio_stream: int = 0,
                   device: str = "auto", progress: Progress | None = None,
-                  weights: Path | str | None = None, engine: Engine | None = None) -> dict:
+                  weights: Path | str | None = None, engine: Engine | None = None,
+                  report_path: Path | str | None = None) -> dict:
     """Find where in the picture the sound of a video comes from, frame by frame.
 
     The input is opened once by the :class:`~avsplit.clip.Clip` (one PyAV open for the probe
@@ -626,6 +649,8 @@ def localize_file(path: Path | str, overlay_path: Path | str | None = None, audi
             error, raised before any analysis.
         engine: the :class:`~avsplit.engine.Engine` (device, models, face tracker) to use, e.g.
             one shared by many clips; by default one is made from ``device`` and closed after.
+        report_path: if given, write the HTML report there
+            (:func:`avsplit.report.write_localize_report`).
 
     Returns:
         A JSON-ready dict: ``input`` (str), ``duration`` (s), ``fps_analysed`` (frames per
@@ -638,8 +663,10 @@ def localize_file(path: Path | str, overlay_path: Path | str | None = None, audi
         stands out, ``score`` 0..1 the heat there, ``track_id`` of the face under the peak or
         ``None``), ``instruments`` (per stem: ``name``, ``label``, ``box`` 0..1, ``box_px``,
         ``visual_confidence``, ``audio_share`` 0..1, ``silent``, ``relabelled_from``,
-        ``colour`` RGB, ``loudness`` [T] 0..1), ``notes`` (str list), and ``overlay`` (str
-        path) when one was written.
+        ``colour`` RGB, ``loudness`` [T] 0..1), ``events`` (the audio-visual event timeline,
+        :func:`avsplit.events.frame_events` rows ``start_s``, ``end_s``, ``track``, ``label``,
+        ``audible``, ``visible``, ``score``), ``notes`` (str list), and ``overlay`` /
+        ``report`` (str paths) when written.
 
     Raises:
         MediaError: the file is missing or not media, the audio stream does not exist, or the
@@ -654,7 +681,7 @@ def localize_file(path: Path | str, overlay_path: Path | str | None = None, audi
         engine = Engine(device)
     try:
         with Clip(path, audio_stream) as clip:
-            return localize_clip(clip, engine, overlay_path, progress, weights)
+            return localize_clip(clip, engine, overlay_path, progress, weights, report_path)
     finally:
         if own:
             engine.close()

@@ -20,7 +20,7 @@ import numpy as np
 import soundfile as sf
 
 from avsplit import media
-from avsplit.errors import MediaError
+from avsplit.errors import AvsplitError, MediaError
 from avsplit.results import Result, Stem
 
 
@@ -190,6 +190,25 @@ def assign_layouts(paths: list[Path], outdir: Path, template: str = DEFAULT_TEMP
         taken.add(layout.manifest)
         out.append(layout)
     return out
+
+def write_text_atomic(path: Path | str, text: str, what: str, hint: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through a hidden temporary file renamed into place.
+
+    Raises:
+        AvsplitError: it cannot be written (``cannot write <what> to <path> (<reason>); <hint>``;
+            nothing is left behind).
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except OSError as e:
+        raise AvsplitError(f"cannot write {what} to {path} ({e.strerror}); {hint}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
 
 
 def folder_name(path: Path, taken: set[str]) -> str:

@@ -4,12 +4,15 @@ A :class:`Result` serialises to the clip's ``manifest.json`` (:meth:`Result.mani
 ``schema_version``) and gives the CLI's per-input summary (:meth:`Result.summary`), so the two
 never disagree and nobody re-reads the file.
 
-Manifest fields (schema 2; schema 1 had the same fields without ``schema_version``,
-``folder`` and ``stems``): ``avsplit_version``, ``input`` (path, duration, sample_rate,
+Manifest fields (schema 3; schema 2 had the same fields without ``events``, schema 1 also
+without ``schema_version``, ``folder`` and ``stems``): ``avsplit_version``, ``input`` (path, duration, sample_rate,
 channels, samples, audio_stream, video), ``mode``, ``folder`` (the clip folder's name:
 ``clip``, or ``clip-2`` when another input of the same run had that name), ``models``
 (name, file, sha256), ``tracks``, ``sources``, ``notes``, mode extras (``query``,
-``instruments``), ``stems`` (one entry per stem) and ``files`` (one entry per written file:
+``instruments``; ``report`` = ``report.html`` and ``events_csv`` = the ``--events`` file
+when written), ``events`` (the audio-visual event timeline, :mod:`avsplit.events`: rows
+``start_s``, ``end_s``, ``track``, ``label``, ``audible``, ``visible``, ``score``), ``stems``
+(one entry per stem) and ``files`` (one entry per written file:
 ``file``, ``kind`` audio|video, ``stem``, ``label``, ``track_ids``, ``onscreen``, ``scores``,
 ``time_ranges`` and the mode's fields such as ``silent``, ``box``, ``visual_confidence``).
 """
@@ -20,7 +23,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass
@@ -70,6 +73,7 @@ class Result:
         stems: the stems, in writing order (the last one takes the rest of the mixture).
         layout: the :class:`avsplit.outputs.OutputLayout` the files were written to (set by
             the writer; file names in the manifest are relative to the manifest's folder).
+        events: the event timeline rows (:meth:`avsplit.events.Event.row` dicts).
     """
 
     input: dict
@@ -82,6 +86,7 @@ class Result:
     sources: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
+    events: list[dict] = field(default_factory=list)
     layout: object = None
 
     @property
@@ -113,7 +118,7 @@ class Result:
         return {"schema_version": SCHEMA_VERSION, "avsplit_version": __version__,
                 "input": self.input, "mode": self.mode, "folder": self.folder,
                 "models": self.models, "tracks": self.tracks, "sources": self.sources,
-                **self.extra, "notes": list(dict.fromkeys(self.notes)),
+                **self.extra, "notes": list(dict.fromkeys(self.notes)), "events": self.events,
                 "stems": [{"name": st.name, "label": st.label, "onscreen": st.onscreen,
                            "track_ids": st.track_ids, "energy_share": round(st.energy_share, 4),
                            **{k: v for k, v in st.fields.items() if k == "silent"}}
@@ -121,10 +126,13 @@ class Result:
                 "files": self.files()}
 
     def summary(self) -> dict:
-        """The CLI's JSON summary of this input."""
+        """The CLI's JSON summary of this input (``outputs`` also lists the report and the
+        events CSV when written)."""
+        extra = ([str(self.path / self.extra["report"])] if "report" in self.extra else []) + \
+            ([self.extra["events_csv"]] if "events_csv" in self.extra else [])
         return {"input": self.input["path"], "ok": True, "status": "done",
                 "outdir": str(self.path), "manifest": str(self.manifest_path),
                 "files": [f["file"] for f in self.files()], "outputs": [
                     *(os.path.normpath(self.path / f["file"]) for f in self.files()),
-                    str(self.manifest_path)],
+                    str(self.manifest_path)] + extra,
                 "notes": list(dict.fromkeys(self.notes))}

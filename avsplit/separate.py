@@ -16,11 +16,13 @@ import numpy as np
 from avsplit.clip import Clip
 from avsplit.engine import Engine
 from avsplit.errors import AvsplitError
+from avsplit.events import stem_events, write_csv
 from avsplit.modes import instruments, speech
 from avsplit.instruments import SILENT_SHARE
 from avsplit.modes.plan import MODES, SeparateOptions
 from avsplit.outputs import ClipWriter, OutputLayout
 from avsplit.progress import NullProgress, Progress
+from avsplit.report import write_report
 from avsplit.results import Result
 
 
@@ -113,7 +115,7 @@ def separate_clip(clip: Clip, engine: Engine, options: SeparateOptions, outdir: 
     folder = layout.stem
     result = Result(input_entry(clip, options), options.mode, folder, Path(outdir), plan.models,
                     [*plan.stems, plan.rest], plan.tracks, plan.sources, list(plan.notes),
-                    dict(plan.extra))
+                    dict(plan.extra), [e.row() for e in plan.events])
     advance = progress.stage("writing outputs", len(result.stems) + 1)
     with ClipWriter(layout, fmt=options.fmt) as writer:
         blocks = plan.separator.render(clip.read, clip.samples, clip.rate, plan.masks,
@@ -126,5 +128,12 @@ def separate_clip(clip: Clip, engine: Engine, options: SeparateOptions, outdir: 
         if options.video and clip.has_video:
             writer.remux(result.stems, clip.path, clip.info.video.index)
         advance(len(result.stems))
+        if options.mode == "instruments":  # its timeline comes from the written stems
+            result.events = [e.row() for e in stem_events(result.stems, clip.samples / clip.rate)]
+        if options.report:
+            write_report(result, writer.tmp, clip)
+            result.extra["report"] = "report.html"
+        if options.events is not None:
+            result.extra["events_csv"] = str(write_csv(result.events, options.events))
         writer.commit(result)
     return result

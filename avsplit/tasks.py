@@ -70,13 +70,18 @@ class SeparateTask(Task):
     Args:
         options: :class:`avsplit.modes.plan.SeparateOptions`.
         outdir: ``-o``; template: ``--filename`` (checked); device: ``auto``/``cpu``/``cuda``.
+        events: ``--events FILE.csv`` (``FILE-<clip>.csv`` per input when there are several,
+            :func:`avsplit.events.events_path`).
+        several: set by :meth:`assign` (the batch has more than one input).
     """
 
     options: object
     outdir: Path
     template: str = DEFAULT_TEMPLATE
     device: str = "auto"
+    events: Path | None = None
     command = "separate"
+    several: bool = False
 
     def prepare(self) -> None:
         check_output_folder(self.outdir)
@@ -85,6 +90,7 @@ class SeparateTask(Task):
         self.device = _resolved_device(self.device)
 
     def assign(self, inputs: list[Input]) -> list[Job]:
+        self.several = len(inputs) > 1
         layouts = assign_layouts([x.path for x in inputs], self.outdir, self.template,
                                  self.options.mode, [x.parent for x in inputs])
         return [Job(i, x, lay) for i, (x, lay) in enumerate(zip(inputs, layouts))]
@@ -96,11 +102,18 @@ class SeparateTask(Task):
         return None, False
 
     def run(self, engine, job: Job, progress: Progress) -> dict:
+        from dataclasses import replace
+
         from avsplit.clip import Clip
+        from avsplit.events import events_path
         from avsplit.separate import separate_clip
 
-        with Clip(job.input.path, self.options.audio_stream) as clip:
-            result = separate_clip(clip, engine, self.options, self.outdir, progress=progress,
+        options = self.options
+        if self.events is not None:
+            options = replace(options, events=events_path(self.events, job.output.stem,
+                                                          self.several))
+        with Clip(job.input.path, options.audio_stream) as clip:
+            result = separate_clip(clip, engine, options, self.outdir, progress=progress,
                                    layout=job.output)
         summary = result.summary()
         for key in ("input", "ok", "status"):
@@ -140,7 +153,8 @@ class LocalizeTask(Task):
 
     Args:
         overlay: write overlays; out: ``-o`` (a file for one input, else a folder, created
-            when missing); weights: instrument separator checkpoint; audio_stream; device.
+            when missing); weights: instrument separator checkpoint; audio_stream; device;
+        report: write ``<input>_report.html`` next to the input.
     """
 
     overlay: bool = False
@@ -148,6 +162,7 @@ class LocalizeTask(Task):
     weights: Path | None = None
     audio_stream: int = 0
     device: str = "auto"
+    report: bool = False
     command = "localize"
 
     def prepare(self) -> None:
@@ -169,12 +184,15 @@ class LocalizeTask(Task):
     def run(self, engine, job: Job, progress: Progress) -> dict:
         from avsplit.localize import localize_file
 
-        result = localize_file(job.input.path, overlay_path=job.output,
+        path = Path(job.input.path)
+        result = localize_file(path, overlay_path=job.output,
                                audio_stream=self.audio_stream, progress=progress,
-                               weights=self.weights, engine=engine)
+                               weights=self.weights, engine=engine,
+                               report_path=path.with_name(f"{path.stem}_report.html")
+                               if self.report else None)
         result = dict(result)
         result.pop("input", None)
-        result["outputs"] = [result["overlay"]] if result.get("overlay") else []
+        result["outputs"] = [result[k] for k in ("overlay", "report") if result.get(k)]
         return result
 
 
@@ -206,12 +224,11 @@ class SyncTask(Task):
         return None, False
 
     def run(self, engine, job: Job, progress: Progress) -> dict:
-        from avsplit.sync import fix_offset, measure_offset
+        from avsplit.sync import sync_input
 
-        result = dict(measure_offset(job.input.path, self.audio_stream, progress, engine=engine))
-        result.pop("input", None)
-        result["outputs"] = []
-        if self.fix:
-            result["fixed"] = str(fix_offset(job.input.path, result["offset_s"], job.output))
-            result["outputs"] = [result["fixed"]]
+        result = dict(sync_input(job.input.path, engine, self.audio_stream,
+                                 job.output if self.fix else None, progress))
+        for key in ("input", "status", "error"):
+            result.pop(key, None)
+        result["outputs"] = [result["fixed"]] if result.get("fixed") else []
         return result

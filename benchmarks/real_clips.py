@@ -11,14 +11,10 @@ two-speaker interview, the clip whose voice is off screen.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-import tempfile
-import time
 from pathlib import Path
 
-from report import run_separate, write_section
+from report import bench_main, run_separate
 
 SUFFIXES = {".mp4", ".flv", ".mpg", ".avi", ".mkv", ".webm"}
 
@@ -63,22 +59,8 @@ def table(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
-    parser.add_argument("--json-out", type=Path, default=None)
-    parser.add_argument("--write", type=Path, default=None,
-                        help="replace the real-clips section of this markdown file")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        rows = run(args.data, Path(tmp))
-    text = f"{table(rows)}\n\nDate: {time.strftime('%Y-%m-%d')}."
-    print()
-    print(text)
-    if args.json_out:
-        args.json_out.write_text(json.dumps(rows, indent=1))
-    if args.write:
-        write_section(args.write, "real-clips", " ".join(["python benchmarks/real_clips.py", *sys.argv[1:]]),
-                      text, intro="## Real clips as they are (`benchmarks/real_clips.py`)\n")
+    bench_main(__doc__, "benchmarks/real_clips.py", "real-clips",
+               "Real clips as they are (`benchmarks/real_clips.py`)", run, table)
 
 
 if __name__ == "__main__":

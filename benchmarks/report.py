@@ -88,3 +88,39 @@ def product_masks(engine, separator, mono: np.ndarray) -> np.ndarray:
 
     return refine_speech_masks(separator.masks(mono), mono, engine.speech_enhancer().enhance(mono),
                                separator.n_fft, separator.hop)
+
+
+def bench_main(doc: str, script: str, section: str, title: str, run, table,
+               extra=None) -> None:
+    """The command line every benchmark shares: ``--data``, ``--json-out``, ``--write`` (and
+    ``--json-in``: score the rows of an earlier ``--json-out`` instead of running).
+
+    Args:
+        doc: the script's docstring (its ``--help``); script: its path for the command line
+            written to the doc; section/title: the markdown block name and its heading.
+        run: ``(data, work folder) -> rows``; table: ``rows -> markdown``.
+    """
+    import argparse
+    import json
+    import tempfile
+
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--json-out", type=Path, default=None)
+    parser.add_argument("--json-in", type=Path, default=None, help="score an earlier run's rows")
+    parser.add_argument("--write", type=Path, default=None,
+                        help=f"replace the {section} section of this markdown file")
+    args = parser.parse_args()
+    if args.json_in:
+        rows = json.loads(args.json_in.read_text())
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = run(args.data, Path(tmp))
+    text = f"{table(rows)}\n\nDate: {time.strftime('%Y-%m-%d')}."
+    print()
+    print(text)
+    if args.json_out:
+        args.json_out.write_text(json.dumps(rows, indent=1))
+    if args.write:
+        write_section(args.write, section, " ".join([f"python {script}", *sys.argv[1:]]), text,
+                      f"## {title}\n")

@@ -505,3 +505,17 @@ def test_localize_face_path_with_a_fake_tracker(speech_clip, tmp_path, monkeypat
                                             spans).max() == 0]
     assert quiet and all(f["peak"] is None for f in quiet)
     assert result["overlay"] == str(overlay) and overlay.exists()
+    # the event timeline: the face is heard and seen while it talks, only seen before
+    events = result["events"]
+    assert all(set(e) == {"start_s", "end_s", "track", "label", "audible", "visible", "score"}
+               for e in events)
+
+    def at(t):
+        return [(e["audible"], e["visible"]) for e in events
+                if e["track"] == "0" and e["start_s"] <= t < e["end_s"]]
+
+    talking = [tt for tt, is_loud in zip(t, loud) if is_loud]
+    assert np.mean([at(tt) == [(1, 1)] for tt in talking]) >= 0.9
+    assert at(0.1) == [(0, 1)]  # before the first syllable (0.3 s)
+    offscreen = sum(e["end_s"] - e["start_s"] for e in events if e["track"] == "offscreen")
+    assert offscreen < 0.5  # the face explains the sound

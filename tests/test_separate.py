@@ -115,7 +115,7 @@ def test_a_face_in_sync_with_one_voice_gets_that_voice_onscreen(two_voices, tmp_
     assert tracker.calls == 1
     folder = tmp_path / "talk"
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["schema_version"] == 2 and manifest["folder"] == "talk"
+    assert manifest["schema_version"] == 3 and manifest["folder"] == "talk"
     assert manifest == json.loads(json.dumps(result.manifest()))
     assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "offscreen.wav", "onscreen.wav"]
     on, off = _mono(folder / "onscreen.wav"), _mono(folder / "offscreen.wav")

@@ -1,26 +1,31 @@
-"""``avsplit sync``: the offset measured from a fake face's jaw opening on a generated clip, and
-``fix_offset`` on a click track.
+"""``avsplit sync``: the offset measured from a fake face's jaw opening on a generated clip,
+refusal when it cannot tell, the motion cue without a face, and ``--fix``.
 
 The measuring clip (5 s, still 320x240 grey picture, 25 fps) has a voice-like buzz shaped by
-random syllables; a fake face tracker (passed through ``Engine(face_tracker=...)``) gives one
-face whose jaw opening follows the same syllables, leading the sound by a chosen time. A
-natural speaker's jaw leads the sound by :data:`avsplit.associate.NATURAL_LAG_S`, which
-``measure_offset`` takes off.
+random syllables; a fake face tracker (passed through ``Engine(face_tracker=...)``, or put in
+place of MediaPipe's for the CLI) gives one face whose jaw opening follows the same
+syllables, leading the sound by a chosen time. A natural speaker's jaw leads the sound by
+:data:`avsplit.associate.NATURAL_LAG_S`, which ``measure_offset`` takes off.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+
 import numpy as np
 import pytest
+import soundfile as sf
 
 from avsplit import media
 from avsplit.associate import NATURAL_LAG_S
 from avsplit.engine import Engine
 from avsplit.errors import AvsplitError
-from avsplit.sync import TOLERANCE_S, fix_offset, measure_offset
-from helpers import SyllableFaceTracker, syllable_clip
+from avsplit.sync import MIN_CONFIDENCE, TOLERANCE_S, SyncRefused, fix_offset, measure_offset
+from helpers import SyllableFaceTracker, syllable_clip, syllable_envelope
 
 FPS, W, H, DURATION, RATE = 25, 320, 240, 5.0, 16000
+FRAME_S = 1.0 / FPS
 FACE_BOX = (0.3, 0.2, 0.6, 0.7)
 
 
@@ -39,34 +44,61 @@ def _measure(path, tracker):
         return measure_offset(path, engine=engine)
 
 
-def test_audio_late_is_measured(speech_clip):
+@pytest.mark.parametrize("late", [-0.5, -0.32, -0.16, 0.12, 0.28, 0.5])
+def test_a_known_offset_is_found_within_one_frame(speech_clip, late):
     path, spans = speech_clip
-    tracker = FakeFaceTracker(spans, lead=NATURAL_LAG_S + 0.2)  # the sound comes 0.2 s late
+    tracker = FakeFaceTracker(spans, lead=NATURAL_LAG_S + late)  # the sound comes `late` s late
     result = _measure(path, tracker)
     assert abs(tracker.frames - DURATION * FPS) <= 1  # the tracker saw the whole video
-    assert result["offset_s"] == pytest.approx(0.2, abs=0.05)
-    assert result["in_sync"] is False
-    assert result["track_id"] == 0 and result["faces"] == 1 and result["r"] > 0.6
+    assert abs(result["offset_s"] - late) <= FRAME_S
+    assert result["in_sync"] is False and result["cue"] == "lips"
+    assert result["confidence"] >= MIN_CONFIDENCE
+    assert result["track_id"] == 0 and result["face"]["track_id"] == 0
+    assert result["face"]["mean_box"] == pytest.approx(list(FACE_BOX), abs=1e-4)
     assert result["input"] == str(path)
-
-
-def test_audio_early_is_negative(speech_clip):
-    path, spans = speech_clip
-    result = _measure(path, FakeFaceTracker(spans, lead=NATURAL_LAG_S - 0.3))
-    assert result["offset_s"] == pytest.approx(-0.3, abs=0.05) and not result["in_sync"]
 
 
 def test_a_natural_speaker_is_in_sync(speech_clip):
     path, spans = speech_clip
     result = _measure(path, FakeFaceTracker(spans, lead=NATURAL_LAG_S))
     assert abs(result["offset_s"]) <= TOLERANCE_S and result["in_sync"] is True
-    assert result["r"] > 0.8
+    assert result["r"] > 0.8 and result["confidence"] > 0.9
 
 
-def test_no_face_is_an_error(speech_clip):
+class StillMouthTracker(SyllableFaceTracker):
+    """One face whose mouth stays still while the voice talks (its opening jitters by 4 % of
+    its mean, measurement noise): there is nothing to read an offset from."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__([], 0.0, FACE_BOX)
+        self.seed = seed
+
+    def track(self, frames, progress):
+        (track,) = super().track(frames, progress)
+        rng = np.random.default_rng(self.seed)
+        track.activity = (0.05 + 0.002 * rng.standard_normal(len(track.activity))).astype(np.float32)
+        return [track]
+
+
+def test_a_still_mouth_is_refused(speech_clip):
     path, _ = speech_clip
-    with pytest.raises(AvsplitError, match="no face found"):
+    with pytest.raises(SyncRefused, match="will not guess") as info:
+        _measure(path, StillMouthTracker())
+    assert info.value.result["confidence"] < MIN_CONFIDENCE
+    assert "\n" not in str(info.value)
+
+
+def test_a_faceless_motionless_clip_is_refused(speech_clip):
+    path, _ = speech_clip  # a still grey picture: no face, nothing moves
+    with pytest.raises(SyncRefused) as info:
         _measure(path, FakeFaceTracker(None))
+    assert info.value.result["cue"] == "motion" and info.value.result["face"] is None
+
+
+def test_a_too_short_clip_is_refused(tmp_path):
+    path, spans = syllable_clip(tmp_path, 3, 1.2, RATE, FPS, W, H)
+    with pytest.raises(SyncRefused, match="too short"):
+        _measure(path, FakeFaceTracker(spans, lead=NATURAL_LAG_S))
 
 
 def test_sync_needs_video_and_audio(audio_wav, video_no_audio):
@@ -75,33 +107,123 @@ def test_sync_needs_video_and_audio(audio_wav, video_no_audio):
             _measure(path, FakeFaceTracker(None))
 
 
-def test_cli_sync_without_a_face_fails_in_one_line(video_with_audio):
+def _flash_clip(folder, make_media, late: float):
+    """A clip without a face: a white square flashes on for 2 frames at random times, and a
+    click sounds ``late`` seconds after each flash (the motion cue's case)."""
+    rng = np.random.default_rng(5)
+    times = np.sort(rng.choice(np.arange(0.4, DURATION - 0.8, 0.2), 12, replace=False))
+    times = times + rng.uniform(0, 0.1, len(times))
+    audio = np.zeros(int(DURATION * RATE), np.float32)
+    for t in times:
+        a = int((t + late) * RATE)
+        n = int(0.03 * RATE)
+        audio[a:a + n] += 0.5 * np.sin(2 * np.pi * 800 * np.arange(n) / RATE) * np.hanning(n)
+    wav = folder / "clicks.wav"
+    sf.write(wav, audio, RATE)
+    out = folder / "flash.mp4"
+    with media.VideoWriter(out, W, H, FPS, audio_from=wav) as writer:
+        for k in range(int(DURATION * FPS)):
+            frame = np.full((H, W, 3), 40, np.uint8)
+            if np.any((k / FPS >= times) & (k / FPS < times + 2 * FRAME_S)):
+                frame[80:160, 120:200] = 255
+            writer.write(frame)
+    return out
+
+
+def test_without_a_face_motion_onsets_give_the_offset(tmp_path, make_media):
+    path = _flash_clip(tmp_path, make_media, late=0.2)
+    result = _measure(path, FakeFaceTracker(None))
+    assert result["cue"] == "motion" and result["face"] is None
+    assert abs(result["offset_s"] - 0.2) <= FRAME_S
+
+
+def _cli(monkeypatch, tracker, *args):
+    """``avsplit sync ARGS`` in-process, with ``tracker`` as the engine's face tracker."""
     from typer.testing import CliRunner
 
+    import avsplit.engine
     from avsplit.cli import app
 
-    res = CliRunner().invoke(app, ["sync", str(video_with_audio), "-q"])
+    monkeypatch.setattr(avsplit.engine, "MediaPipeFaceTracker", lambda: tracker)
+    return CliRunner().invoke(app, ["sync", *map(str, args)])
+
+
+def test_cli_json_gives_offset_confidence_and_face(speech_clip, monkeypatch):
+    path, spans = speech_clip
+    res = _cli(monkeypatch, FakeFaceTracker(spans, lead=NATURAL_LAG_S + 0.2), path, "--json", "-q")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert abs(out["offset_s"] - 0.2) <= FRAME_S and out["status"] == "done"
+    assert out["confidence"] >= MIN_CONFIDENCE and out["face"]["track_id"] == 0
+    assert out["cue"] == "lips"
+
+
+def test_cli_refusal_is_exit_1_and_one_line(speech_clip, monkeypatch):
+    path, _ = speech_clip
+    res = _cli(monkeypatch, StillMouthTracker(), path, "-q")
     assert res.exit_code == 1
-    assert "no face found" in res.output and "Traceback" not in res.output
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "will not guess" in lines[0] and "Traceback" not in res.output
+    assert res.stdout == ""
+    res = _cli(monkeypatch, FakeFaceTracker(None), path, "-q", "--json")
+    assert res.exit_code == 1
+    out = json.loads(res.stdout)
+    assert out["status"] == "failed" and out["cue"] == "motion" and out["error"]
 
 
-def test_fix_offset_moves_the_audio_and_keeps_the_video(tmp_path, make_media):
+def _video_md5(path) -> str:
+    cmd = [media.ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-i", str(path), "-map", "0:v:0",
+           "-c", "copy", "-f", "md5", "-"]
+    return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def _onsets(audio: np.ndarray, rate: int, spans) -> float:
+    """Lag (s) of ``audio`` against the syllable envelope of ``spans`` (cross-correlation of
+    its 10 ms RMS envelope, ±1 s)."""
+    hop = rate // 100
+    env = np.sqrt((audio[: len(audio) // hop * hop].reshape(-1, hop) ** 2).mean(axis=1))
+    ref = syllable_envelope(np.arange(len(env)) / 100, spans)
+    lags = np.arange(-100, 101)
+    r = [np.dot(ref[max(0, -k):len(ref) - max(0, k)], env[max(0, k):len(env) - max(0, -k)])
+         for k in lags]
+    return lags[int(np.argmax(r))] / 100
+
+
+@pytest.mark.parametrize("late", [0.28, -0.32])
+def test_cli_fix_copies_the_video_and_shifts_the_audio_by_the_measured_offset(
+        speech_clip, tmp_path, monkeypatch, late):
+    path, spans = speech_clip
+    # a clip whose audio is `late` s late: the fake face leads the sound by natural + late
+    out = tmp_path / "fixed.mp4"
+    res = _cli(monkeypatch, FakeFaceTracker(spans, lead=NATURAL_LAG_S + late), path, "--fix",
+               "-o", out, "--json", "-q")
+    assert res.exit_code == 0, res.output
+    measured = json.loads(res.stdout)["offset_s"]
+    assert json.loads(res.stdout)["fixed"] == str(out)
+    assert _video_md5(out) == _video_md5(path)  # the video packets are copied untouched
+    before, rate = media.load_audio(path)
+    after, _ = media.load_audio(out)
+    shift = _onsets(before[0], rate, spans) - _onsets(after[0], rate, spans)
+    assert abs(shift - measured) <= 0.011  # moved earlier by exactly the measured offset
+    assert abs(after.shape[1] - before.shape[1]) <= 0.03 * rate  # same length
+    assert not list(tmp_path.glob(".*"))
+
+
+def test_fix_needs_an_output(speech_clip, monkeypatch):
+    path, spans = speech_clip
+    res = _cli(monkeypatch, FakeFaceTracker(spans), path, "--fix")
+    assert res.exit_code == 2 and "--fix needs -o" in res.stderr
+
+
+def test_fix_offset_moves_a_click_track(tmp_path, make_media):
     clip = make_media(tmp_path / "clicks.mp4", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25",
                       "-f", "lavfi", "-i", "aevalsrc='if(lt(mod(t,1),0.02),sin(2*PI*1000*t),0)':s=44100",
                       "-t", "3", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac")
     out = fix_offset(clip, 0.2, tmp_path / "fixed.mp4")  # audio 0.2 s late -> move it 0.2 s earlier
     before, rate = media.load_audio(clip)
     after, _ = media.load_audio(out)
-    env_b = np.abs(before[0])
-    env_a = np.abs(after[0])
-    onset_b = np.flatnonzero(env_b[int(0.5 * rate):] > 0.1)[0] / rate + 0.5
-    onset_a = np.flatnonzero(env_a[int(0.5 * rate):] > 0.1)[0] / rate + 0.5
-    assert abs((onset_b - onset_a) - 0.2) < 0.03
+    onset_b = np.flatnonzero(np.abs(before[0][int(0.5 * rate):]) > 0.1)[0] / rate + 0.5
+    onset_a = np.flatnonzero(np.abs(after[0][int(0.5 * rate):]) > 0.1)[0] / rate + 0.5
+    assert abs((onset_b - onset_a) - 0.2) < 0.01
     assert media.probe(out).video.codec == media.probe(clip).video.codec
     assert not list(tmp_path.glob(".*"))
-
-
-def test_half_a_second_late_is_measured(speech_clip):
-    path, spans = speech_clip
-    result = _measure(path, FakeFaceTracker(spans, lead=NATURAL_LAG_S + 0.5))
-    assert result["offset_s"] == pytest.approx(0.5, abs=0.05)

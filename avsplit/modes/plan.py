@@ -24,6 +24,8 @@ class SeparateOptions:
     query: list[str] = field(default_factory=list)
     weights: Path | None = None
     enhance: bool = True
+    events: Path | None = None  # --events FILE.csv (this input's path, see avsplit.events.events_path)
+    report: bool = False  # --report: report.html in the clip folder
 
 
 @dataclass
@@ -37,6 +39,8 @@ class Plan:
             ``sum_s weights[g, s] * masks[s]``).
         rest: the last stem: the mixture minus all others (``offscreen``, ``residual``).
         models, tracks, sources, notes, extra: for the :class:`avsplit.results.Result`.
+        events: the audio-visual event timeline (:class:`avsplit.events.Event` rows), when the
+            mode knows it before writing (the instruments mode's comes from the written stems).
     """
 
     separator: object
@@ -49,6 +53,7 @@ class Plan:
     sources: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
+    events: list = field(default_factory=list)
 
 
 def track_entry(track: VisualTrack) -> dict:

@@ -27,6 +27,7 @@ from avsplit.associate import (ENV_HOP_S, Assignment, associate_envelopes, assoc
                                frame_weights, speech_envelope)
 from avsplit.clip import Clip
 from avsplit.engine import Engine
+from avsplit.events import speech_events
 from avsplit.models.enhancer import SpeechEnhancer
 from avsplit.modes.plan import Plan, SeparateOptions, track_entry
 from avsplit.progress import Progress
@@ -95,8 +96,9 @@ def plan(clip: Clip, engine: Engine, options: SeparateOptions, progress: Progres
         models += enhancer.model_id
     k = masks.shape[0] - 1  # voice candidates; the last row is the background
     env_hop = int(round(ENV_HOP_S * rate))
-    envs, env_t = slot_envelopes(mono, masks, list(range(k)), separator.n_fft, separator.hop,
+    envs, env_t = slot_envelopes(mono, masks, list(range(k + 1)), separator.n_fft, separator.hop,
                                  rate, speech_envelope, env_hop)
+    envs, background = envs[:k], envs[k]  # the background slot only goes on the timeline
     tracks = engine.face_tracks(clip, progress)
     step = progress.stage("matching voices to faces", 1)
     assignments = associate_envelopes(envs, env_t, tracks)  # the whole clip, for the manifest
@@ -149,7 +151,9 @@ def plan(clip: Clip, engine: Engine, options: SeparateOptions, progress: Progres
                                           "track_id": a.track_id,
                                           "confidence": round(a.confidence, 3)}
                                          for a in w.assignments]} for w in windows]
+    mixture = speech_envelope(mono, rate)[0][: envs.shape[1]]
     return Plan(separator, masks, stems, weights, rest,
                 models=[*models, *engine.face_model_ids()],
                 tracks=[track_entry(t) for t in tracks],
-                sources=[_assignment_entry(a) for a in assignments], notes=notes, extra=extra)
+                sources=[_assignment_entry(a) for a in assignments], notes=notes, extra=extra,
+                events=speech_events(tracks, windows, envs, env_t, mixture, background))
