@@ -46,7 +46,7 @@ MODELS: dict[str, ModelEntry] = {
     m.name: m
     for m in [
         ModelEntry("speech-blstm", "speech_blstm.pt",
-                   "e99276b33ed83ea32adc7b803690778895e00ee0c187e58bc5605e4d72b95776",
+                   "757b3995b1b137ab19351ffa02fa849107f6b228345a693e5d1fb38b03ec7de2",
                    "speech separation: 2 voices + background (uPIT BLSTM masks, thresholded-SNR PIT, 16 kHz)",
                    16000, "MIT (trained by avsplit)",
                    "python -m avsplit.train speech --data ../shared/data",
