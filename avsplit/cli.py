@@ -57,13 +57,12 @@ def _say(text: str) -> None:
     stderr.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
-def _summary_table(lines: list[dict]) -> None:
-    """The end-of-batch table on stderr: counts, then one row per input not done."""
+def _summary_table(report) -> None:
+    """The end-of-batch table on stderr (a :class:`avsplit.batch.BatchReport`): counts, then
+    one row per input (only those not done when there are many)."""
     from rich.table import Table
 
-    counts = {"done": 0, "skipped": 0, "failed": 0}
-    for line in lines:
-        counts[line["status"]] += 1
+    counts, lines = report.counts, report.lines
     table = Table(title=f"{counts['done']} done, {counts['skipped']} skipped, "
                         f"{counts['failed']} failed", title_justify="left", show_edge=False)
     table.add_column("input", overflow="fold")
@@ -126,7 +125,7 @@ def _batch(task, inputs: list[Path], *, recursive: bool, jobs: int, executor: st
                  "to resume")
             raise typer.Exit(128 + signum)
     if not quiet and len(report.lines) > 1:
-        _summary_table(report.lines)
+        _summary_table(report)
     raise typer.Exit(report.exit_code)
 
 

@@ -77,10 +77,6 @@ class DiskMasks:
         self._file.write(np.ascontiguousarray(block.transpose(2, 0, 1)).tobytes())
         self._file.flush()
 
-    def astype(self, dtype) -> np.ndarray:
-        """The whole array in memory (only for short inputs and tests)."""
-        return self[:, :, :].astype(dtype)
-
     def close(self) -> None:
         """Close and delete the file."""
         if not self._file.closed:

@@ -299,18 +299,17 @@ class ClipWriter:
     so no stale stem survives.
 
     Args:
-        outdir: the run's output folder (``-o``), or an :class:`OutputLayout`.
-        folder: the clip folder's name (ignored when ``outdir`` is a layout).
+        layout: where the clip's outputs go (:class:`OutputLayout`).
         fmt: ``"wav"`` (32-bit float) or ``"flac"`` (24-bit, clipped to [-1, 1]).
 
     Raises:
         MediaError: the output folder cannot be created or written (one line).
     """
 
-    def __init__(self, outdir: "Path | OutputLayout", folder: str | None = None, fmt: str = "wav"):
+    def __init__(self, layout: OutputLayout, fmt: str = "wav"):
         if fmt not in media.AUDIO_FORMATS:
             raise MediaError(f"unknown audio format {fmt!r}; use 'wav' or 'flac'.")
-        self.layout = outdir if isinstance(outdir, OutputLayout) else OutputLayout(outdir, folder or "clip")
+        self.layout = layout
         self.outdir = self.layout.outdir
         self.tmp = self.outdir / f".{self.layout.stem}.partial-{os.getpid()}"
         self.fmt = fmt
@@ -435,8 +434,6 @@ class ClipWriter:
         final = self.layout.folder
         old = None
         try:
-            for st in result.stems:
-                st.files = list(st.files)
             result.layout = self.layout
             (self.tmp / "manifest.json").write_text(
                 json.dumps(result.manifest(), indent=2, default=_jsonable) + "\n")

@@ -147,8 +147,33 @@ def _video_outputs(inputs: list[Input], out: Path | None, suffix: str) -> list[P
     return paths
 
 
+class VideoOutputTask(Task):
+    """A task whose optional output per input is one video file next to ``-o`` (the
+    overlay, the fixed copy): subclasses give ``suffix`` and :meth:`writes`."""
+
+    suffix = ""
+    out: Path | None = None
+
+    def writes(self) -> bool:
+        """Whether this run writes the video output."""
+        raise NotImplementedError
+
+    def assign(self, inputs: list[Input]) -> list[Job]:
+        if not self.writes():
+            return [Job(i, x) for i, x in enumerate(inputs)]
+        outs = _video_outputs(inputs, self.out, self.suffix)
+        for folder in {p.parent for p in outs}:
+            check_output_folder(folder)
+        return [Job(i, x, o) for i, (x, o) in enumerate(zip(inputs, outs))]
+
+    def existing(self, job: Job) -> tuple[Path | None, bool]:
+        if job.output is not None and Path(job.output).exists():
+            return Path(job.output), True
+        return None, False
+
+
 @dataclass
-class LocalizeTask(Task):
+class LocalizeTask(VideoOutputTask):
     """``avsplit localize``: per-frame sound positions, optionally an overlay video per input.
 
     Args:
@@ -164,22 +189,14 @@ class LocalizeTask(Task):
     device: str = "auto"
     report: bool = False
     command = "localize"
+    suffix = "_overlay"
 
     def prepare(self) -> None:
         check_weights_file(self.weights)
         self.device = _resolved_device(self.device)
 
-    def assign(self, inputs: list[Input]) -> list[Job]:
-        outs = _video_outputs(inputs, self.out, "_overlay") if self.overlay else [None] * len(inputs)
-        if self.overlay:
-            for folder in {p.parent for p in outs}:
-                check_output_folder(folder)
-        return [Job(i, x, o) for i, (x, o) in enumerate(zip(inputs, outs))]
-
-    def existing(self, job: Job) -> tuple[Path | None, bool]:
-        if job.output is not None and Path(job.output).exists():
-            return Path(job.output), True
-        return None, False
+    def writes(self) -> bool:
+        return self.overlay
 
     def run(self, engine, job: Job, progress: Progress) -> dict:
         from avsplit.localize import localize_file
@@ -197,7 +214,7 @@ class LocalizeTask(Task):
 
 
 @dataclass
-class SyncTask(Task):
+class SyncTask(VideoOutputTask):
     """``avsplit sync``: the audio-to-video offset of each input, optionally a fixed copy.
 
     Args:
@@ -210,18 +227,10 @@ class SyncTask(Task):
     audio_stream: int = 0
     device: str = "cpu"
     command = "sync"
+    suffix = "_synced"
 
-    def assign(self, inputs: list[Input]) -> list[Job]:
-        outs = _video_outputs(inputs, self.out, "_synced") if self.fix else [None] * len(inputs)
-        if self.fix:
-            for folder in {p.parent for p in outs}:
-                check_output_folder(folder)
-        return [Job(i, x, o) for i, (x, o) in enumerate(zip(inputs, outs))]
-
-    def existing(self, job: Job) -> tuple[Path | None, bool]:
-        if job.output is not None and Path(job.output).exists():
-            return Path(job.output), True
-        return None, False
+    def writes(self) -> bool:
+        return self.fix
 
     def run(self, engine, job: Job, progress: Progress) -> dict:
         from avsplit.sync import sync_input

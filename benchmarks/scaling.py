@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -115,11 +116,9 @@ def batch(data: Path, n: int, work: Path) -> list[str]:
              "all), one run each:", "", "| run | wall time | clips per minute | done | failed |",
              "|---|---:|---:|---:|---:|"]
     runs = [("--jobs 1", ["--jobs", "1"]), ("--jobs 2", ["--jobs", "2"])]
-    try:
-        import ray  # noqa: F401
-
+    if importlib.util.find_spec("ray") is not None:
         runs.append(("--executor ray --jobs 2", ["--executor", "ray", "--jobs", "2"]))
-    except ImportError:
+    else:
         lines.insert(0, "(Ray is not installed here: no Ray row.)")
     for name, extra in runs:
         out = work / f"batch-{name.replace(' ', '')}"
