@@ -35,7 +35,9 @@ class Instrument:
 
 
 #: The instruments the query-conditioned separator is trained on, in embedding order.
-#: (Erhu has no General-MIDI program; it is rendered with GM 110 "Fiddle", a bowed string.)
+#: (Erhu has no General-MIDI program; it is rendered with GM 110 "Fiddle" or 40 "Violin", bowed
+#: strings, played with wide vibrato and slides and passed through an erhu body filter, see
+#: ``avsplit.train.music.ARTICULATIONS`` and ``body_sos``.)
 INSTRUMENTS: tuple[Instrument, ...] = (
     Instrument("violin", (40,), (55, 100), (889,)),
     Instrument("viola", (41,), (48, 88)),
@@ -60,7 +62,7 @@ INSTRUMENTS: tuple[Instrument, ...] = (
     Instrument("organ", (19, 16), (36, 84), (687,)),
     Instrument("banjo", (105,), (48, 84), (420,)),
     Instrument("harmonica", (22,), (60, 84), (593,)),
-    Instrument("erhu", (110,), (62, 93)),
+    Instrument("erhu", (110, 40), (62, 93)),
 )
 
 #: Sounds mixed into the training data as interferers; the separator is never asked for them.
