@@ -217,8 +217,10 @@ def analyse_instruments(clip: Clip, engine: Engine, query: list[str] | None,
         cand_masks = separator.masks(mono, candidates)
         share = dict(zip(candidates, _energy_share(cand_masks, power)))
         stems, labels = plan_instrument_stems(detections, share)
-        masks = (cand_masks[[candidates.index(lab) for lab in labels]] if labels
-                 else cand_masks[:0])
+        if labels == candidates or not labels:
+            masks = cand_masks[[candidates.index(lab) for lab in labels]]
+        else:  # competing masks split the sound among the asked labels: ask for the final ones
+            masks = separator.masks(mono, labels)
         step(1)
         if not detections:
             notes.append("no instrument recognised in the picture: all sound is in the residual "

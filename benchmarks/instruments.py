@@ -40,7 +40,6 @@ import itertools
 import json
 import os
 import platform
-import re
 import sys
 import time
 from pathlib import Path
@@ -53,6 +52,7 @@ import torch
 from avsplit.instruments import separate_queries
 from avsplit.audio import istft, stft
 from avsplit.labels import normalize_label
+from avsplit.train import corpus
 
 #: Separator STFT durations (1024 and 256 samples at 11,025 Hz); baselines use them at any rate.
 WINDOW_S, HOP_S = 1024 / 11025, 256 / 11025
@@ -110,64 +110,9 @@ def music_items(data: Path) -> tuple[list[dict], list[str]]:
     return items, skipped
 
 
-_URMP_STEM = [re.compile(r"^AuSep_(\d+)_([a-z]+)_"), re.compile(r"^\d+_([a-z]+)_orig$")]
-
-
-def _urmp_pieces(data: Path) -> dict[str, Path]:
-    """Piece number -> the folder its stems are taken from (most stems, then longest)."""
-    best: dict[str, tuple[tuple[int, float], Path]] = {}
-    for folder in sorted((data / "audio" / "music" / "URMP").glob("*/*")):
-        stems = [p for p in folder.glob("*.flac") if _stem_name(p)]
-        if len(stems) < 2:
-            continue
-        key = (len(stems), sf.info(stems[0]).duration)
-        piece = folder.name.split("_")[0]
-        if piece not in best or key > best[piece][0]:
-            best[piece] = (key, folder)
-    return {piece: folder for piece, (_, folder) in sorted(best.items())}
-
-
-def _stem_name(path: Path) -> str | None:
-    """``vn1`` for ``AuSep_1_vn_...``, ``vn`` for ``12_vn_orig``; ``None`` for mixes."""
-    m = _URMP_STEM[0].match(path.stem)
-    if m:
-        return f"{m.group(2)}{m.group(1)}"
-    m = _URMP_STEM[1].match(path.stem)
-    return m.group(1) if m else None
-
-
-def _loudest_window(stems: np.ndarray, length: int, step: int) -> int:
-    """Start of the ``length``-sample window where the quietest stem is loudest."""
-    if stems.shape[1] <= length:
-        return 0
-    c = np.concatenate([np.zeros((len(stems), 1)), np.cumsum(stems.astype(np.float64) ** 2, 1)], 1)
-    starts = np.arange(0, stems.shape[1] - length + 1, step)
-    energy = c[:, starts + length] - c[:, starts]
-    return int(starts[np.argmax(energy.min(axis=0))])
-
-
 def urmp_items(data: Path, n_sources: int) -> list[dict]:
-    """URMP combinations of ``n_sources`` stems with different labels."""
-    items = []
-    for piece, folder in _urmp_pieces(data).items():
-        paths = sorted(p for p in folder.glob("*.flac") if _stem_name(p))
-        waves = [_read_mono(p) for p in paths]
-        rate = waves[0][1]
-        n = min(len(w) for w, _ in waves)
-        names = [_stem_name(p) for p in paths]
-        labels = [normalize_label(re.sub(r"\d+$", "", s)) for s in names]
-        for combo in itertools.combinations(range(len(paths)), n_sources):
-            if len({labels[i] for i in combo}) < n_sources:
-                continue
-            stems = np.stack([waves[i][0][:n] for i in combo])
-            length = min(n, int(URMP_MAX_S * rate))
-            start = _loudest_window(stems, length, rate // 2)
-            items.append({"set": f"URMP {'pairs' if n_sources == 2 else 'trios'}",
-                          "item": f"{folder.parent.name}/{folder.name}:"
-                                  + "+".join(names[i] for i in combo) + f"@{start / rate:.1f}s",
-                          "labels": [labels[i] for i in combo],
-                          "refs": stems[:, start:start + length], "rate": rate})
-    return items
+    """URMP combinations of ``n_sources`` stems with different labels, at their own rate."""
+    return corpus.urmp_items(data, n_sources, URMP_MAX_S)
 
 
 def synthetic_items(pools: Path, count: int = SYNTH_ITEMS, seed: int = 7) -> list[dict]:
@@ -188,7 +133,7 @@ def synthetic_items(pools: Path, count: int = SYNTH_ITEMS, seed: int = 7) -> lis
             continue
         i, j = pairs[int(rng.integers(len(pairs)))]
         stems = pool.stems[e][[i, j]].astype(np.float32)
-        start = _loudest_window(stems, length, pool.rate // 2)
+        start = corpus.loudest_window(stems, length, pool.rate // 2)
         seg = stems[:, start:start + length]
         rms = np.sqrt((seg ** 2).mean(axis=1))
         if seg.shape[1] < length or rms.min() < 1e-4:
@@ -350,34 +295,39 @@ def score(model, item: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------- recognition
-def recognition(data: Path, limit: int | None, device: str) -> list[dict] | str:
-    """Recognised vs shown instruments per real clip; a string says why it was skipped."""
+def recognition(data: Path, limit: int | None, device: str, weights: Path | None = None
+                ) -> list[dict] | str:
+    """Instruments named per real clip against the ones it shows, through the product's own path
+    (:func:`avsplit.instruments.analyse_instruments`: frames at the CLI's analysis size, the
+    picture's detections settled by what the separator hears); a string says why it was skipped."""
     try:
-        from avsplit import media
-        from avsplit.instruments import RECOGNITION_FRAMES
-        from avsplit.vision.instruments import InstrumentRecognizer
+        from avsplit.clip import Clip
+        from avsplit.engine import Engine
+        from avsplit.instruments import analyse_instruments
+        from avsplit.progress import NullProgress
 
-        recognizer = InstrumentRecognizer(device=device)
-    except Exception as e:  # not written yet, or its weights are missing
+        engine = Engine(device)
+        engine.instrument_recognizer()
+    except Exception as e:  # its weights are missing
         return f"instrument recogniser not available ({type(e).__name__}: {e})"
     rows = []
     for folder in sorted(p for p in (data / "av" / "music").iterdir() if p.is_dir())[:limit]:
         videos = sorted(folder.glob("*.mp4"))
         if not videos:
             continue
-        info = media.probe(videos[0])
-        duration = (info.video.duration if info.video else None) or info.duration or 1.0
-        fps = min(2.0, RECOGNITION_FRAMES / max(duration, 0.1))
-        frames = [f for _, f in media.iter_frames(videos[0], max_side=None, fps=fps)]
-        frames = frames[:RECOGNITION_FRAMES]
         t0 = time.perf_counter()
-        dets = recognizer.recognize(frames) if frames else []
+        with Clip(videos[0]) as clip:
+            analysis = analyse_instruments(clip, engine, None, weights, NullProgress())
         shows, accepted = CLIPS.get(folder.name, ("(not described)", None))
-        found = sorted({d.label for d in dets})
+        found = sorted({st.label for st in analysis.stems})
+        conf = {d.label: d.confidence for d in analysis.detections}
         rows.append({"clip": folder.name, "video": videos[0].name, "shows": shows,
                      "expected": [sorted(s) for s in accepted] if accepted else None,
-                     "recognised": [{"label": d.label, "confidence": round(float(d.confidence), 3)}
-                                    for d in dets],
+                     "recognised": [{"label": st.label,
+                                     "confidence": round(float(conf.get(st.relabelled_from or st.label,
+                                                                        st.visual_confidence or 0)), 3),
+                                     **({"seen_as": st.relabelled_from} if st.relabelled_from else {})}
+                                    for st in analysis.stems],
                      "correct": None if accepted is None else set(found) in accepted,
                      "seconds": time.perf_counter() - t0})
         print(json.dumps(rows[-1]), flush=True)
@@ -576,7 +526,7 @@ def report(rows, summ, skipped_music, rec, synth_note, rtf, model_id, args,
     if skipped_music:
         notes.append(f"MUSIC pairs of one instrument twice, skipped: {', '.join(skipped_music)}.")
     if any(r["set"].startswith("URMP") for r in rows):
-        pieces = ", ".join(f"{p} ({f.parent.name})" for p, f in _urmp_pieces(args.data).items())
+        pieces = ", ".join(f"{p} ({f.parent.name})" for p, f in corpus.urmp_pieces(args.data).items())
         notes.append(f"URMP: all 2- and 3-stem combinations with different labels of pieces "
                      f"{pieces}; one window of at most {URMP_MAX_S:.0f} s each (where the "
                      "quietest stem is loudest); combinations with the same instrument twice "
@@ -690,7 +640,7 @@ def main() -> None:
                              for m in METHODS if m in r}}), flush=True)
     mr = [r for r in rows if r["set"] == "MUSIC pairs"]
     rtf = sum(r["separate_s"] for r in mr) / sum(r["seconds"] for r in mr) if mr else None
-    rec = (recognition(args.data, args.limit, args.device) if "recognition" in sets
+    rec = (recognition(args.data, args.limit, args.device, args.weights) if "recognition" in sets
            else "not asked for (--sets)")
     if isinstance(rec, str):
         print(f"recognition skipped: {rec}", flush=True)

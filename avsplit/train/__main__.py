@@ -2,7 +2,7 @@
 
     python -m avsplit.train speech --data ../shared/data --out runs/speech2
     python -m avsplit.train music-data --out runs/music --scores 700
-    python -m avsplit.train instruments --pools runs/music --out runs/instruments
+    python -m avsplit.train instruments --pools runs/music --data ../shared/data --out runs/instruments
 """
 
 from __future__ import annotations
@@ -34,10 +34,12 @@ def main() -> None:
     md.add_argument("--seed", type=int, default=0)
     it = sub.add_parser("instruments", help="query-conditioned instrument separator")
     it.add_argument("--pools", type=Path, default=Path("runs/music"))
+    it.add_argument("--data", type=Path, default=None,
+                    help="../shared/data: also validate on its real URMP pairs")
     it.add_argument("--out", type=Path, default=Path("runs/instruments"))
-    it.add_argument("--steps", type=int, default=12000)
-    it.add_argument("--batch", type=int, default=16)
-    it.add_argument("--seconds", type=float, default=4.0)
+    it.add_argument("--steps", type=int, default=5000)
+    it.add_argument("--batch", type=int, default=8)
+    it.add_argument("--seconds", type=float, default=3.0)
     it.add_argument("--lr", type=float, default=1e-3)
     it.add_argument("--threads", type=int, default=2)
     it.add_argument("--init", type=Path, default=None, help="checkpoint to warm-start from")
@@ -54,8 +56,8 @@ def main() -> None:
     else:
         from avsplit.train.instruments import train
 
-        train(args.pools, args.out, steps=args.steps, batch=args.batch, seconds=args.seconds,
-              lr=args.lr, threads=args.threads, init=args.init)
+        train(args.pools, args.out, data=args.data, steps=args.steps, batch=args.batch,
+              seconds=args.seconds, lr=args.lr, threads=args.threads, init=args.init)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ that training and benchmarks agree without a stored list:
 
 from __future__ import annotations
 
+import itertools
+import re
 from pathlib import Path
 
 import numpy as np
@@ -95,3 +97,82 @@ def load_mono(path: Path, rate: int) -> np.ndarray:
 
         audio, sr = load_audio(path)
     return resample(audio.mean(axis=0), sr, rate)
+
+
+# --- URMP chamber music: time-aligned stems of one piece ---------------------------------------
+
+_URMP_STEM = [re.compile(r"^AuSep_(\d+)_([a-z]+)_"), re.compile(r"^\d+_([a-z]+)_orig$")]
+
+
+def urmp_stem_name(path: Path) -> str | None:
+    """``vn1`` for ``AuSep_1_vn_...``, ``vn`` for ``12_vn_orig``; ``None`` for mixes."""
+    m = _URMP_STEM[0].match(path.stem)
+    if m:
+        return f"{m.group(2)}{m.group(1)}"
+    m = _URMP_STEM[1].match(path.stem)
+    return m.group(1) if m else None
+
+
+def urmp_pieces(data: Path) -> dict[str, Path]:
+    """URMP piece number -> the folder of ``DATA/audio/music/URMP/*/`` its stems are taken from
+    (a piece found in several folders: the one with the most stems, then the longest)."""
+    best: dict[str, tuple[tuple[int, float], Path]] = {}
+    for folder in sorted((Path(data) / "audio" / "music" / "URMP").glob("*/*")):
+        stems = [p for p in folder.glob("*.flac") if urmp_stem_name(p)]
+        if len(stems) < 2:
+            continue
+        key = (len(stems), sf.info(stems[0]).duration)
+        piece = folder.name.split("_")[0]
+        if piece not in best or key > best[piece][0]:
+            best[piece] = (key, folder)
+    return {piece: folder for piece, (_, folder) in sorted(best.items())}
+
+
+def loudest_window(stems: np.ndarray, length: int, step: int) -> int:
+    """Start (samples) of the ``length``-sample window of ``stems [S, samples]`` where the
+    quietest stem is loudest (every source clearly present)."""
+    if stems.shape[1] <= length:
+        return 0
+    c = np.concatenate([np.zeros((len(stems), 1)), np.cumsum(stems.astype(np.float64) ** 2, 1)], 1)
+    starts = np.arange(0, stems.shape[1] - length + 1, step)
+    energy = c[:, starts + length] - c[:, starts]
+    return int(starts[np.argmax(energy.min(axis=0))])
+
+
+def urmp_items(data: Path, n_sources: int, max_s: float = 10.0, rate: int | None = None
+               ) -> list[dict]:
+    """Every combination of ``n_sources`` time-aligned URMP stems of a piece with different
+    labels (violin 1 + violin 2 is skipped: a label cannot tell them apart), cut to the window of
+    at most ``max_s`` seconds where the quietest stem is loudest.
+
+    Args:
+        rate: resample to this rate (Hz); ``None`` keeps the stems' own (11,025 or 48,000).
+
+    Returns:
+        ``{"set", "item", "labels", "refs" [n_sources, samples] float32, "rate"}`` per item.
+    """
+    from avsplit.labels import normalize_label
+
+    items = []
+    for _, folder in urmp_pieces(data).items():
+        paths = sorted(p for p in folder.glob("*.flac") if urmp_stem_name(p))
+        waves = [sf.read(str(p), dtype="float32", always_2d=True) for p in paths]
+        sr = waves[0][1]
+        mono = [w.mean(axis=1) for w, _ in waves]
+        if rate is not None:
+            mono, sr = [resample(w, sr, rate) for w in mono], rate
+        n = min(len(w) for w in mono)
+        names = [urmp_stem_name(p) for p in paths]
+        labels = [normalize_label(re.sub(r"\d+$", "", s)) for s in names]
+        for combo in itertools.combinations(range(len(paths)), n_sources):
+            if len({labels[i] for i in combo}) < n_sources:
+                continue
+            stems = np.stack([mono[i][:n] for i in combo])
+            length = min(n, int(max_s * sr))
+            start = loudest_window(stems, length, sr // 2)
+            items.append({"set": f"URMP {'pairs' if n_sources == 2 else 'trios'}",
+                          "item": f"{folder.parent.name}/{folder.name}:"
+                                  + "+".join(names[i] for i in combo) + f"@{start / sr:.1f}s",
+                          "labels": [labels[i] for i in combo],
+                          "refs": stems[:, start:start + length], "rate": sr})
+    return items

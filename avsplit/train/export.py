@@ -1,12 +1,9 @@
 """Export a training checkpoint to a bundled weights file (model only, no optimizer state).
 
     python -m avsplit.train.export runs/speech2/best.pt weights/speech_blstm.pt
-    python -m avsplit.train.export runs/instruments2/best.pt weights/instrument_film_blstm.pt \
-        --tune-mask-power runs/music
+    python -m avsplit.train.export runs/instruments3/best.pt weights/instrument_unet.pt
 
 Prints the sha256 to put in :mod:`avsplit.models.registry` and ``weights/README.md``.
-``--tune-mask-power POOLS`` (instrument separator only) chooses the inference mask power on the
-held-out-soundfont validation set in ``POOLS/pool-valid.pt`` and stores it in the config.
 """
 
 from __future__ import annotations
@@ -53,21 +50,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m avsplit.train.export")
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("out", type=Path)
-    parser.add_argument("--tune-mask-power", type=Path, default=None, metavar="POOLS")
     parser.add_argument("--curve", type=Path, default=None, metavar="LOG",
                         help="also print the learning curve of this log.jsonl as a markdown table")
     parser.add_argument("--curve-every", type=int, default=1)
     args = parser.parse_args()
-    updates = {}
-    if args.tune_mask_power is not None:
-        from avsplit.models.registry import load_instrument_separator
-        from avsplit.train.instruments import tune_mask_power
-
-        model, _ = load_instrument_separator(args.checkpoint)
-        power, scores = tune_mask_power(model, args.tune_mask_power)
-        print(json.dumps({"mask_power": power, "val_si_sdri_by_power": scores}))
-        updates["mask_power"] = power
-    print(export(args.checkpoint, args.out, updates))
+    print(export(args.checkpoint, args.out))
     if args.curve is not None:
         print(learning_curve(args.curve, args.curve_every))
 
