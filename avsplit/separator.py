@@ -77,10 +77,9 @@ class Separator:
         Args:
             wave: ``[samples]`` float32 mono at :attr:`rate`.
             labels: for a query-conditioned network, one mask row per label (repeats allowed);
-                raised to ``config.mask_power`` when the config has one. A network with
-                ``joint = True`` (:class:`avsplit.models.instruments.EnsembleSeparator`) is asked
-                for all distinct labels at once and its masks compete: they depend on which
-                labels are asked together.
+                raised to ``config.mask_power`` when the config has one. All distinct labels
+                are asked at once (:class:`avsplit.models.instruments.EnsembleSeparator`): the
+                masks compete, so they depend on which labels are asked together.
             chunk_s, overlap_s: chunking (seconds).
             cue: for a cue-steered extractor (:attr:`takes_cue`), ``[2, frames]`` float32 on the
                 model's frame grid (:func:`avsplit.cue.mouth_cue`): slot 0 is then the cued
@@ -95,7 +94,7 @@ class Separator:
             ValueError: a label the network does not know.
         """
         power = float(getattr(self.config, "mask_power", 1.0))
-        if labels is not None and getattr(self.model, "joint", False):
+        if labels is not None:
             # competing masks: every distinct label in one pass; a repeated label repeats its row
             distinct = list(dict.fromkeys(labels))
             query = self.model.label_index(distinct).to(self.device)[None]
@@ -104,12 +103,6 @@ class Separator:
             def masks_of(spec: torch.Tensor) -> np.ndarray:
                 m = self.model.masks(spec.to(self.device)[None], query)[0].cpu().numpy()
                 return m[rows] ** power
-        elif labels is not None:
-            query = self.model.label_index(labels).to(self.device)
-
-            def masks_of(spec: torch.Tensor) -> np.ndarray:
-                batch = spec.to(self.device)[None].expand(len(labels), -1, -1)
-                return self.model.masks(batch, query).cpu().numpy() ** power
         elif cue is not None:
             if not self.takes_cue:
                 raise ValueError(f"{self.model_id.get('name')} takes no mouth-motion cue")

@@ -51,13 +51,13 @@ MODELS: dict[str, ModelEntry] = {
                    16000, "MIT (trained by avsplit)",
                    "python -m avsplit.train speech --data ../shared/data",
                    "avsplit.models.speech:SpeechSeparator"),
-        ModelEntry("instrument-separator", "instrument_film_blstm.pt",
-                   "7450be6e839be7d065665c92eedc35236b6158d4a7dad9084ebd5087166ce14f",
-                   "instrument separation: mixture + instrument label -> that stem "
-                   "(FiLM-conditioned BLSTM masks, 11.025 kHz)",
+        ModelEntry("instrument-separator", "instrument_unet.pt",
+                   "6e9ca224b63f476380f263ce990894b7605bc1e3dec6593c3dab1d190b8f39bb",
+                   "instrument separation: mixture + the labels in it -> one stem each + residual "
+                   "(log-frequency U-Net + BLSTM, competing masks, 11.025 kHz)",
                    11025, "MIT (trained by avsplit)",
                    "python -m avsplit.train music-data; python -m avsplit.train instruments",
-                   "avsplit.models.instruments:QuerySeparator"),
+                   "avsplit.models.instruments:EnsembleSeparator"),
         ModelEntry("face-detector", "face_detection_short_range.tflite",
                    "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
                    "face detection (BlazeFace short range)", None, "Apache-2.0",
@@ -197,6 +197,5 @@ def load_speech_separator(path: Path | None = None, device: str = "cpu"):
 
 
 def load_instrument_separator(path: Path | None = None, device: str = "cpu"):
-    """The query-conditioned instrument separator (:func:`load_network` of
-    ``instrument-separator``)."""
+    """The instrument separator (:func:`load_network` of ``instrument-separator``)."""
     return load_network("instrument-separator", path, device)
