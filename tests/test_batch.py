@@ -383,7 +383,7 @@ def test_weights_missing_wrong_or_not_a_checkpoint(tmp_path, clip):
     text.write_text("not a checkpoint")
     wrong = weights_path("instrument-separator")
     for weights, says in ((tmp_path / "no.pt", "does not exist"), (text, "not a checkpoint"),
-                          (wrong, "checkpoint for")):
+                          (wrong, "give a checkpoint")):
         out = tmp_path / f"out-{says[:3]}"
         res = avsplit("separate", clip, "-o", out, "-q", "--weights", weights)
         assert res.returncode == 1, (weights, res.stderr)
