@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 RATE = 16000
 
@@ -118,3 +119,21 @@ def syllable_clip(folder, seed: int, duration: float, rate: int = RATE, fps: int
 def json_lines(stdout: str) -> list[dict]:
     """The ``--json`` output of a batch command: one JSON object per line."""
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def _have_fluidsynth() -> bool:
+    import shutil
+
+    from avsplit.train import music
+
+    try:
+        music.find_soundfont("TimGM6mb.sf2")
+    except FileNotFoundError:
+        return False
+    return shutil.which("fluidsynth") is not None
+
+
+#: skip a test that renders with fluidsynth where it or the held-out soundfont is missing
+needs_fluidsynth = pytest.mark.skipif(
+    not _have_fluidsynth(), reason="needs fluidsynth + Debian timgm6mb-soundfont "
+    "(training-data machines only)")

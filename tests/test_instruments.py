@@ -1,7 +1,6 @@
 """``--mode instruments``: training-data synthesis, the query path, the output contract."""
 
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from helpers import json_lines
+from helpers import json_lines, needs_fluidsynth
 from avsplit.labels import BY_LABEL, LABELS, normalize_label, parse_query
 from avsplit.train import music
 from avsplit.train.instruments import StemPool, make_example
@@ -62,16 +61,7 @@ def test_ensemble_plan_fits_each_part_into_its_instruments_range():
     assert sum(counts.values()) == 4  # the class balance counter saw every choice
 
 
-def _have_fluidsynth() -> bool:
-    try:
-        music.find_soundfont("TimGM6mb.sf2")
-    except FileNotFoundError:
-        return False
-    return shutil.which("fluidsynth") is not None
-
-
-@pytest.mark.skipif(not _have_fluidsynth(), reason="needs fluidsynth + Debian timgm6mb-soundfont "
-                    "(training-data machines only)")
+@needs_fluidsynth
 def test_rendered_stems_add_up_to_the_rendered_ensemble():
     pytest.importorskip("mido", reason="needs the train extra (pip install -e '.[train]')")
     specs = music.plan_ensemble(_parts(), np.random.default_rng(2), {}, length=6.0)

@@ -1,29 +1,17 @@
 """Expressive synthetic renders (``avsplit.train.music.perform``): vibrato, swells, slides,
 strums, the erhu body filter, and that stems still add up to the ensemble."""
 
-import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from helpers import needs_fluidsynth
 from avsplit.labels import BY_LABEL
 from avsplit.train import music
 
 RATE = music.SAMPLE_RATE
-
-
-def _have_fluidsynth() -> bool:
-    try:
-        music.find_soundfont("TimGM6mb.sf2")
-    except FileNotFoundError:
-        return False
-    return shutil.which("fluidsynth") is not None
-
-
-needs_fluidsynth = pytest.mark.skipif(not _have_fluidsynth(), reason="needs fluidsynth + Debian "
-                                      "timgm6mb-soundfont (training-data machines only)")
 
 
 def _melody(base: int, seconds: float = 8.0, step: float = 0.5, seed: int = 0) -> list[music.Note]:
