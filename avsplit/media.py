@@ -256,7 +256,9 @@ def iter_frames(path: PathLike, max_side: int | None = 640,
         fps: if given, yield at most this many frames per second: a frame is kept when its time
             is at or after the next due time, which then moves on by ``1 / fps``.
         container: an already open container of ``path`` to decode from (it is rewound to the
-            start and left open), so that a clip is opened once.
+            start and left open), so that a clip is opened once. Where the rewind lands after
+            the first frame (MPEG program streams seek to a later key frame), the file is
+            opened afresh and decoded from its first packet.
 
     Yields:
         ``(t, frame)``: ``t`` the frame's real presentation time in seconds (float) minus the
@@ -273,40 +275,57 @@ def iter_frames(path: PathLike, max_side: int | None = 640,
             # cannot rewind (e.g. an FLV without a seek index): decoding on from where the
             # probe stopped would start without a key frame, so open the file afresh
             container = None
-    own = container is None
-    if own:
-        container = _open(path)
-    with (container if own else contextlib.nullcontext(container)):
+    if container is not None:
+        frames = _decode_frames(container, path, max_side, fps, own=False)
+        first = next(frames, None)
         vs = _video_stream(container)
-        if vs is None:
-            raise MediaError(f"{path} has no video stream; give a video file.")
-        if own:  # a reused container's codec may already be open (its threading is set)
-            vs.thread_type = "AUTO"
-        start = container.start_time / av.time_base if container.start_time is not None else 0.0
-        rate = float(vs.average_rate or vs.guessed_rate or 25)
-        step = 1.0 / fps if fps else 0.0
-        due = None
-        last = None
-        try:
-            for frame in container.decode(vs):
-                t = frame.time
-                if t is None:  # no timestamp: one nominal frame after the previous one
-                    t = (last + 1.0 / rate) if last is not None else 0.0
-                else:
-                    t -= start
-                last = t
-                if step:
-                    if due is not None and t < due - 1e-6:
-                        continue
-                    due = (due if due is not None else t) + step
-                    if due <= t:  # after a gap, restart the schedule at this frame
-                        due = t + step
-                yield float(t), _resize(frame.to_ndarray(format="rgb24"), max_side)
-        except av.FFmpegError as e:
-            if last is not None and isinstance(e, (av.InvalidDataError, av.EOFError)):
-                return  # a truncated or damaged tail: the frames up to it are the video
-            raise MediaError(f"the video of {path} cannot be decoded ({e}); "
-                             "re-encode the file or give another.") from None
+        nominal = float(vs.average_rate or vs.guessed_rate or 25)
+        if first is not None and first[0] <= 1.5 / nominal:
+            yield first
+            yield from frames
+            return
+        # the rewind landed after the start (an MPEG program stream seeks to a later key
+        # frame: the first 0.48 s of a GRID .mpg were lost), or the video starts late: decode
+        # a fresh open from the first packet, which needs no seek
+        frames.close()
+    with _open(path) as fresh:
+        yield from _decode_frames(fresh, path, max_side, fps, own=True)
+
+
+def _decode_frames(container: av.container.InputContainer, path: PathLike,
+                   max_side: int | None, fps: float | None, own: bool
+                   ) -> Iterator[tuple[float, np.ndarray]]:
+    """The frames of :func:`iter_frames` from ``container`` as it stands (no rewind)."""
+    vs = _video_stream(container)
+    if vs is None:
+        raise MediaError(f"{path} has no video stream; give a video file.")
+    if own:  # a reused container's codec may already be open (its threading is set)
+        vs.thread_type = "AUTO"
+    start = container.start_time / av.time_base if container.start_time is not None else 0.0
+    rate = float(vs.average_rate or vs.guessed_rate or 25)
+    step = 1.0 / fps if fps else 0.0
+    due = None
+    last = None
+    try:
+        for frame in container.decode(vs):
+            t = frame.time
+            if t is None:  # no timestamp: one nominal frame after the previous one
+                t = (last + 1.0 / rate) if last is not None else 0.0
+            else:
+                t -= start
+            last = t
+            if step:
+                if due is not None and t < due - 1e-6:
+                    continue
+                due = (due if due is not None else t) + step
+                if due <= t:  # after a gap, restart the schedule at this frame
+                    due = t + step
+            yield float(t), _resize(frame.to_ndarray(format="rgb24"), max_side)
+    except av.FFmpegError as e:
+        if last is not None and isinstance(e, (av.InvalidDataError, av.EOFError)):
+            return  # a truncated or damaged tail: the frames up to it are the video
+        raise MediaError(f"the video of {path} cannot be decoded ({e}); "
+                         "re-encode the file or give another.") from None
 
 
 def load_frames(path: PathLike, max_side: int | None = 640,

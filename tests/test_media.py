@@ -363,3 +363,34 @@ def test_clip_frames_twice_from_a_file_that_cannot_rewind(tmp_path, make_media):
         first = [t for t, _ in clip.frames(max_side=64)]
         again = [t for t, _ in clip.frames(max_side=64)]
     assert len(first) == 50 and again == first
+
+
+
+class _SeeksLate:
+    """An open container whose rewind lands 0.5 s after the start, as PyAV's seek(0) does on
+    GRID's MPEG program streams (start_time 0, first key frame found at 0.48 s)."""
+
+    def __init__(self, container):
+        self._c = container
+
+    def seek(self, offset, **kw):
+        self._c.seek(offset + av.time_base // 2, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self._c, name)
+
+
+def test_iter_frames_reopens_when_the_rewind_lands_late(tmp_path, make_media):
+    """A rewind that skips the first frames (the first 0.48 s of the GRID clips were lost)
+    falls back to a fresh open, which decodes from the first packet."""
+    clip = make_media(tmp_path / "clip.mp4",
+                      "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25:duration=2",
+                      "-c:v", "libx264", "-g", "5", "-pix_fmt", "yuv420p")
+    fresh = [t for t, _ in media.iter_frames(clip, max_side=64)]
+    with av.open(str(clip)) as c:
+        late = _SeeksLate(c)
+        late.seek(0)  # the premise: this rewind does land late
+        assert next(iter(c.decode(c.streams.video[0]))).time > 0.3
+        first = [t for t, _ in media.iter_frames(clip, max_side=64, container=late)]
+        again = [t for t, _ in media.iter_frames(clip, max_side=64, container=late)]
+    assert len(fresh) == 50 and fresh[0] == 0.0 and first == fresh and again == fresh
