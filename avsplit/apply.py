@@ -181,7 +181,7 @@ def slot_envelopes(wave: np.ndarray, masks: np.ndarray, slots: list[int], n_fft:
         wave: ``[samples]`` float32 mono at ``rate`` (the model's rate); masks: its masks.
         slots: which mask rows to render.
         envelope: ``(wave, rate) -> (env [N], times [N])`` with one value per ``env_hop``
-            samples starting at sample 0 (:func:`avsplit.associate.speech_envelope`).
+            samples starting at sample 0 (:func:`avsplit.synchrony.speech_envelope`).
 
     Returns:
         ``(envelopes [len(slots), N] float64, times [N] seconds)`` as the envelope of each

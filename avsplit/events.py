@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avsplit.sync import mouth_movement, moving_average
+from avsplit.synchrony import mouth_movement, moving_average
 
 CSV_COLUMNS = ("start_s", "end_s", "track", "label", "audible", "visible", "score")
 OFFSCREEN = "offscreen"
@@ -46,7 +46,7 @@ SMOOTH_S = 0.1
 MIN_GAP_S = 0.3
 MIN_LEN_S = 0.2
 MAX_GAP_S = 0.5
-MOVING = 0.3  # mouth movement (0..1, avsplit.sync.mouth_movement) from which the mouth moves
+MOVING = 0.3  # mouth movement (0..1, avsplit.synchrony.mouth_movement) from which the mouth moves
 MOVING_PAD_S = 0.3  # a moving mouth covers the sound this long before and after it
 
 
@@ -99,7 +99,7 @@ def active_ranges(envelope: np.ndarray, mixture: np.ndarray, hop_s: float,
 
     Args:
         envelope: ``[N]`` linear RMS envelope of the source (e.g.
-            :func:`avsplit.associate.speech_envelope`), one value per ``hop_s`` seconds.
+            :func:`avsplit.synchrony.speech_envelope`), one value per ``hop_s`` seconds.
         mixture: ``[N]`` the mixture's envelope on the same grid.
         floor_db: active only within this many dB of the mixture's loudest moment (the
             99th percentile of its smoothed envelope).
@@ -191,7 +191,7 @@ def track_events(track: str, label: str, audible: list[list[float]],
 def moving_ranges(track, duration: float, hop_s: float = 0.01, threshold: float = MOVING,
                   pad_s: float = MOVING_PAD_S) -> list[list[float]]:
     """``[[start_s, end_s], ...]`` where a face's mouth moves: movement
-    (:func:`avsplit.sync.mouth_movement`) at ``threshold`` or more, widened by ``pad_s`` on each
+    (:func:`avsplit.synchrony.mouth_movement`) at ``threshold`` or more, widened by ``pad_s`` on each
     side (speech sound outlasts the jaw movement that makes it)."""
     grid = np.arange(int(np.ceil(duration / hop_s))) * hop_s
     _, valid, move = mouth_movement(track, grid)

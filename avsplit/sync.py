@@ -4,7 +4,7 @@ The offset is the lag of best synchrony between what is heard and what is seen (
 Efros, 2018, "Multisensory", Sec. 4's synchronisation task; Chung & Zisserman, 2016,
 SyncNet's offset search and confidence), searched over ±1 s, symmetric, with no prior on the
 lag: every lag of the search counts the same, and only the natural lip-to-sound lag
-(:data:`avsplit.associate.NATURAL_LAG_S`, measured on the real talking heads of ``av/speech``)
+(:data:`avsplit.synchrony.NATURAL_LAG_S`, measured on the real talking heads of ``av/speech``)
 is subtracted from the best one.
 
 Two cues:
@@ -16,14 +16,15 @@ Two cues:
   weighted Pearson r over the whole track: a frame counts by how much the mouth moves there
   or whether there is speech, whichever is larger (the measures of DESIGN.md: a still mouth
   while someone speaks is evidence against that lag, silence with a still mouth is next to
-  no evidence). The face with the most confident curve gives the offset.
+  no evidence; :func:`avsplit.synchrony.lip_curve`, which the association uses too, over
+  lags near the natural one). The face with the most confident curve gives the offset.
 * ``motion`` (no face): onsets of the picture's motion energy (half-wave rectified rise of
   the log motion energy, :mod:`avsplit.vision.motion`) against onsets of the sound (rise of
   the envelope in dB) - a hit, a bark, a step is seen and heard at once.
 
 The confidence (0..1) is a logistic of the peak correlation read as a z-score,
-``r * sqrt(overlap seconds / decorrelation time)`` (:attr:`LagCurve.z`), 0.5 at
-:data:`Z_REFUSE`: a weak correlation over a long track and a strong one over a short track
+``r * sqrt(overlap seconds / decorrelation time)`` (:attr:`avsplit.synchrony.LagCurve.z`), 0.5 at
+:data:`avsplit.synchrony.Z_REFUSE`: a weak correlation over a long track and a strong one over a short track
 can both be trusted, a weak one over a short track cannot. Of the features tried on the
 shifted ``av/speech`` clips it separated right from wrong estimates best (area under the ROC
 0.93, against 0.82 for the margin over the best rival lag and 0.65 for SyncNet's peak over
@@ -35,35 +36,27 @@ the median of the curve). Below :data:`MIN_CONFIDENCE`, or with less than
 from __future__ import annotations
 
 import subprocess
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from avsplit import media
-from avsplit.associate import NATURAL_LAG_S, speech_envelope
 from avsplit.clip import ANALYSIS_MAX_SIDE, Clip
 from avsplit.engine import Engine
 from avsplit.errors import AvsplitError, MediaError
 from avsplit.progress import NullProgress, Progress
 from avsplit.structures import VisualTrack
+from avsplit.synchrony import (ACTIVITY_S, NATURAL_LAG_S, STEP_S, LagCurve, activity,
+                               grid_times, heard_signal, lag_curve, lip_curve, on_grid,
+                               rate_of_change, speech_envelope)
 from avsplit.vision.motion import MotionAccumulator, cut_frames
 
 ENV_RATE = 16000
-STEP_S = 0.01  # the common grid of both signals (the envelope's hop)
 MAX_LAG_S = 1.0
 TOLERANCE_S = 0.045  # |offset| up to this is "in sync" (about one 25 fps frame)
-ACTIVITY_S = 0.3
-MAX_GAP_S = 0.25  # face unseen for longer: those frames carry no lip evidence
-SMOOTH_S = 0.05  # both signals are smoothed over this before their rate of change is taken
-# how long the signals take to decorrelate, per cue (rates of change of jaw and envelope
-# within ~0.1 s; motion onsets are sparse, and their correlation is counted more strictly)
-DECORRELATION_S = {"lips": 0.1, "motion": 0.3}
-Z_REFUSE = 2.3  # z of the peak (see LagCurve.z) where the confidence is 0.5
 MIN_EVIDENCE_S = 1.5
 MIN_CONFIDENCE = 0.5
 MOTION_NATURAL_LAG_S = 0.0  # sound and sight of an impact arrive together (at camera distance)
-FLOOR_WEIGHT = 0.05
 
 
 class SyncRefused(AvsplitError):
@@ -79,181 +72,6 @@ class SyncRefused(AvsplitError):
         self.result = result
 
 
-@dataclass
-class LagCurve:
-    """Correlation of a seen and a heard signal over audio lags.
-
-    Attributes:
-        lags_s: ``[L]`` seconds (positive: the audio comes after the picture).
-        r: ``[L]`` weighted Pearson correlation at each lag.
-        evidence_s: ``[L]`` seconds of overlap of valid visual and audio samples at each lag.
-        cue: ``"lips"`` or ``"motion"``; track_id: the face track (``None`` for motion).
-    """
-
-    lags_s: np.ndarray
-    r: np.ndarray
-    evidence_s: np.ndarray
-    cue: str
-    track_id: int | None = None
-    best: int = field(init=False)
-
-    def __post_init__(self):
-        self.best = int(np.argmax(self.r)) if len(self.r) else 0
-
-    @property
-    def lag_s(self) -> float:
-        """The best lag in seconds, refined by a parabola through its neighbours."""
-        i = self.best
-        if 0 < i < len(self.r) - 1:
-            a, b, c = self.r[i - 1], self.r[i], self.r[i + 1]
-            den = a - 2 * b + c
-            if den < 0:
-                return float(self.lags_s[i] + 0.5 * (a - c) / den * (self.lags_s[1] - self.lags_s[0]))
-        return float(self.lags_s[i])
-
-    @property
-    def peak(self) -> float:
-        return float(self.r[self.best])
-
-    @property
-    def z(self) -> float:
-        """The peak correlation as a z-score: ``r * sqrt(evidence_s / DECORRELATION_S[cue])``
-        (a correlation of ``n`` independent samples has a null spread of ``1 / sqrt(n)``)."""
-        n = max(float(self.evidence_s[self.best]), 0.0) / DECORRELATION_S[self.cue]
-        return self.peak * float(np.sqrt(n))
-
-    @property
-    def confidence(self) -> float:
-        """0..1, a logistic of :attr:`z` that is 0.5 at :data:`Z_REFUSE`."""
-        return float(1.0 / (1.0 + np.exp(-2.0 * (self.z - Z_REFUSE))))
-
-
-def moving_average(x: np.ndarray, n: int) -> np.ndarray:
-    """Centred moving average of ``x [N]`` over ``n`` samples (fewer at the edges), float64."""
-    if n <= 1:
-        return x.astype(np.float64)
-    c = np.concatenate([[0.0], np.cumsum(x, dtype=np.float64)])
-    half = n // 2
-    idx = np.arange(len(x))
-    lo = np.clip(idx - half, 0, len(x))
-    hi = np.clip(idx + half + 1, 0, len(x))
-    return (c[hi] - c[lo]) / np.maximum(hi - lo, 1)
-
-
-def _activity(x: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
-    """Soft activity 0..1: the local standard deviation of ``x`` over ``n`` samples against
-    its 90th percentile over the masked samples."""
-    m = mask.astype(np.float64)
-    cnt = np.maximum(moving_average(m, n), 1e-9)
-    mean = moving_average(x * m, n) / cnt
-    var = np.maximum(moving_average(x * x * m, n) / cnt - mean ** 2, 0.0)
-    sd = np.sqrt(var) * mask
-    ref = float(np.percentile(sd[mask], 90)) if mask.any() else 0.0
-    return np.clip(sd / ref, 0.0, 1.0) if ref > 0 else np.zeros(len(x))
-
-
-def lag_curve(seen: np.ndarray, seen_mask: np.ndarray, seen_act: np.ndarray,
-              heard: np.ndarray, heard_act: np.ndarray, cue: str, track_id: int | None = None,
-              max_lag_s: float = MAX_LAG_S) -> LagCurve:
-    """Weighted Pearson correlation of a visual and an audio signal over audio lags.
-
-    For lag ``L`` (``k = L / STEP_S`` grid steps), visual sample ``t`` is paired with audio
-    sample ``t + k`` where both exist (no wrap-around) and weighted by
-    ``max(seen_act[t], heard_act[t + k], FLOOR_WEIGHT)`` where ``seen_mask[t]``.
-
-    Args:
-        seen, seen_mask, seen_act: ``[N]`` float64 visual signal on the :data:`STEP_S` grid,
-            bool where it is valid, and its activity 0..1.
-        heard, heard_act: ``[M]`` float64 audio signal on the same grid and its activity.
-        max_lag_s: the search covers ``-max_lag_s..+max_lag_s`` seconds symmetrically.
-
-    Returns:
-        A :class:`LagCurve` with lags every :data:`STEP_S`.
-    """
-    kmax = int(round(max_lag_s / STEP_S))
-    lags = np.arange(-kmax, kmax + 1)
-    r = np.zeros(len(lags))
-    ev = np.zeros(len(lags))
-    n, m = len(seen), len(heard)
-    for j, k in enumerate(lags):
-        t0, t1 = max(0, -k), min(n, m - k)
-        if t1 - t0 < 10:
-            continue
-        x = seen[t0:t1]
-        y = heard[t0 + k:t1 + k]
-        w = np.maximum(np.maximum(seen_act[t0:t1], heard_act[t0 + k:t1 + k]), FLOOR_WEIGHT)
-        w = w * seen_mask[t0:t1]
-        sw = w.sum()
-        ev[j] = seen_mask[t0:t1].sum() * STEP_S
-        if sw <= 0:
-            continue
-        xm, ym = (w * x).sum() / sw, (w * y).sum() / sw
-        dx, dy = x - xm, y - ym
-        den = np.sqrt((w * dx * dx).sum() * (w * dy * dy).sum())
-        r[j] = (w * dx * dy).sum() / den if den > 0 else 0.0
-    return LagCurve(np.round(lags * STEP_S, 3), r, ev, cue, track_id)
-
-
-def _grid_times(duration: float) -> np.ndarray:
-    return np.arange(int(np.ceil(duration / STEP_S))) * STEP_S
-
-
-def _rate_of_change(x: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
-    """``d/dt`` (per grid step) of ``x`` smoothed over :data:`SMOOTH_S`; 0 where invalid."""
-    d = np.gradient(moving_average(x, max(1, int(round(SMOOTH_S / STEP_S)))))
-    return d if valid is None else d * valid
-
-
-def _heard(mono: np.ndarray, rate: int, grid: np.ndarray, onsets: bool
-           ) -> tuple[np.ndarray, np.ndarray]:
-    """The audio side on the grid: ``(signal, activity 0..1)``. For lips, the rate of change
-    of the RMS envelope (the jaw's rate of change matches it better than opening matches
-    level: 68 % against 49 % of shifted ``av/speech`` clips within a frame in development);
-    for motion, the half-wave rectified rise of the envelope in dB (onsets). Speech activity:
-    0 at 40 dB below the loudest moment, 1 from 20 dB below it."""
-    env, env_t = speech_envelope(mono, rate, hop_s=STEP_S)
-    env = np.interp(grid, env_t, env) if len(env) else np.zeros(len(grid))
-    db = 20 * np.log10(np.maximum(env, 1e-5))
-    loud = np.clip((db - (db.max() - 40.0)) / 20.0, 0.0, 1.0)
-    if onsets:
-        rise = np.maximum(_rate_of_change(db), 0.0)
-        return rise, _activity(rise, np.ones(len(grid), bool), int(ACTIVITY_S / STEP_S))
-    return _rate_of_change(env), loud
-
-
-def _on_grid(t: np.ndarray, x: np.ndarray, grid: np.ndarray, max_gap_s: float = MAX_GAP_S
-             ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-frame ``x`` at times ``t`` (NaN where unseen) linearly interpolated onto ``grid``;
-    ``(values, valid mask)``, invalid beyond the seen frames and across gaps over
-    ``max_gap_s``."""
-    ok = np.isfinite(x)
-    t, x = t[ok], x[ok]
-    if len(t) < 2:
-        return np.zeros(len(grid)), np.zeros(len(grid), bool)
-    vals = np.interp(grid, t, x)
-    i = np.clip(np.searchsorted(t, grid), 1, len(t) - 1)
-    gap = t[i] - t[i - 1]
-    valid = (grid >= t[0]) & (grid <= t[-1]) & (gap <= max_gap_s)
-    return vals, valid
-
-
-def mouth_movement(track: VisualTrack, grid: np.ndarray
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """How much a face's mouth moves: ``(jaw opening [N], valid [N] bool, movement [N] 0..1)``
-    on ``grid`` (seconds); movement is the jaw's local standard deviation over
-    :data:`ACTIVITY_S` against its 90th percentile over the track."""
-    jaw, valid = _on_grid(track.timestamps, track.activity.astype(np.float64), grid)
-    return jaw, valid, _activity(jaw, valid, int(ACTIVITY_S / STEP_S))
-
-
-def lip_curve(track: VisualTrack, heard: tuple[np.ndarray, np.ndarray], grid: np.ndarray
-              ) -> LagCurve:
-    """:func:`lag_curve` of a face track's jaw opening (``activity``, NaN where unseen) against
-    the audio side of :func:`_heard` (``lips`` cue)."""
-    jaw, valid, act = mouth_movement(track, grid)
-    return lag_curve(_rate_of_change(jaw, valid), valid, act, *heard, "lips", int(track.track_id))
-
-
 def motion_curve(energy: np.ndarray, times: np.ndarray, heard: tuple[np.ndarray, np.ndarray],
                  grid: np.ndarray) -> LagCurve:
     """:func:`lag_curve` of the picture's motion onsets against the sound's onsets
@@ -267,10 +85,10 @@ def motion_curve(energy: np.ndarray, times: np.ndarray, heard: tuple[np.ndarray,
     cuts = cut_frames(energy)
     glob = np.log1p(np.maximum(energy.reshape(len(energy), -1), 0.0)).mean(axis=1)
     glob = np.where(cuts, np.nan, glob)
-    vals, valid = _on_grid(np.asarray(times, np.float64), glob, grid)
-    rise = np.maximum(_rate_of_change(vals, valid), 0.0)
-    act = _activity(rise, valid, int(ACTIVITY_S / STEP_S))
-    return lag_curve(rise, valid, act, *heard, "motion")
+    vals, valid = on_grid(np.asarray(times, np.float64), glob, grid)
+    rise = np.maximum(rate_of_change(vals, valid), 0.0)
+    act = activity(rise, valid, int(ACTIVITY_S / STEP_S))
+    return lag_curve(rise, valid, act, *heard, "motion", None, MAX_LAG_S)
 
 
 def estimate(curves: list[LagCurve], tracks: list[VisualTrack] | None = None) -> dict:
@@ -386,18 +204,19 @@ def offset_from(mono: np.ndarray, rate: int, tracks: list[VisualTrack], motion: 
         10 motion frames.
     """
     duration = len(mono) / rate
-    grid = _grid_times(duration)
+    grid = grid_times(duration)
     tracks = _usable(tracks)
     base = {"duration": round(duration, 3), "frames": int(len(motion_times)),
             "faces": len(tracks)}
     if tracks:
-        heard = _heard(mono, rate, grid, onsets=False)
-        return {**estimate([lip_curve(t, heard, grid) for t in tracks], tracks), **base}
+        envelope = speech_envelope(mono, rate, hop_s=STEP_S)
+        heard = heard_signal(envelope, grid, onsets=False)
+        return {**estimate([lip_curve(t, heard, grid, MAX_LAG_S) for t in tracks], tracks), **base}
     if len(motion_times) < 10:
         return {"offset_s": None, "lag_s": None, "confidence": 0.0, "cue": "motion",
                 "track_id": None, "face": None, "r": 0.0, "z": 0.0, "evidence_s": 0.0,
                 "candidates": [], **base}
-    heard = _heard(mono, rate, grid, onsets=True)
+    heard = heard_signal(speech_envelope(mono, rate, hop_s=STEP_S), grid, onsets=True)
     return {**estimate([motion_curve(motion, motion_times, heard, grid)]), **base}
 
 

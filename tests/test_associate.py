@@ -82,6 +82,6 @@ def test_two_faces_do_not_fight_over_the_louder_voice():
     from avsplit.associate import SyncScore, decide
 
     scores = {0: [SyncScore(0, 0.6, 0.04, 5.0, 100), SyncScore(1, 0.5, 0.04, 4.0, 100)],
-              1: [SyncScore(0, 0.0, 0.0, 0.0, 100), SyncScore(1, 0.25, 0.06, 2.5, 100)]}
+              1: [SyncScore(0, 0.0, 0.0, 0.0, 100), SyncScore(1, 0.35, 0.06, 2.5, 100)]}
     out = decide(np.array([0.0, -3.0]), scores, 2)
     assert [(a.onscreen, a.track_id) for a in out] == [(True, 0), (True, 1)]

@@ -10,7 +10,7 @@ map as a class-activation-style heatmap over the picture as in Owens & Efros (20
 
 Conventions: frames are ``[H, W, 3]`` uint8 RGB at analysis size with real timestamps in
 seconds; grid signals are ``[T, gh, gw]`` float32 aligned with those timestamps; the audio
-envelope is linear RMS with its own time axis (:func:`avsplit.associate.speech_envelope`).
+envelope is linear RMS with its own time axis (:func:`avsplit.synchrony.speech_envelope`).
 """
 
 from __future__ import annotations

@@ -1,0 +1,234 @@
+"""Audio-visual synchrony measures shared by the association and ``avsplit sync``.
+
+What is seen (a face's jaw opening, the picture's motion) and what is heard (a source's RMS
+envelope) are put on one 10 ms grid and correlated over audio lags (Owens & Efros, 2018,
+"Multisensory"; Chung & Zisserman, 2016, "SyncNet"): rates of change smoothed over 50 ms
+(they match timing better than levels match levels), in a Pearson r weighted by how much the
+mouth moves or whether there is sound, whichever is larger, so that a still mouth while a voice
+speaks counts against that voice and silence with a still mouth counts next to nothing (the
+measures of DESIGN.md). The peak is read as a z-score, ``r * sqrt(evidence seconds /
+decorrelation time)`` (:attr:`LagCurve.z`). :mod:`avsplit.associate` searches the lags near
+the natural lip-to-sound lag to tell which voice belongs to which face; :mod:`avsplit.sync`
+searches ±1 s to measure an offset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from avsplit.structures import VisualTrack
+
+NATURAL_LAG_S = 0.04  # speech sound trails jaw opening: median best lag of benchmarks/sync.py on the unshifted av/speech clips (0.042 s)
+ENV_HOP_S = 0.01
+ENV_WIN_S = 0.04
+STEP_S = ENV_HOP_S  # the common grid of both signals (the envelope's hop)
+ACTIVITY_S = 0.3
+MAX_GAP_S = 0.25  # face unseen for longer: those frames carry no lip evidence
+SMOOTH_S = 0.05  # both signals are smoothed over this before their rate of change is taken
+# how long the signals take to decorrelate, per cue (rates of change of jaw and envelope
+# within ~0.1 s; motion onsets are sparse, and their correlation is counted more strictly)
+DECORRELATION_S = {"lips": 0.1, "motion": 0.3}
+Z_REFUSE = 2.3  # z of the peak (see LagCurve.z) where the confidence is 0.5
+FLOOR_WEIGHT = 0.05
+
+
+def speech_envelope(wave: np.ndarray, rate: int, hop_s: float = ENV_HOP_S,
+                    win_s: float = ENV_WIN_S) -> tuple[np.ndarray, np.ndarray]:
+    """Linear RMS envelope.
+
+    Args:
+        wave: ``[samples]`` float32 at ``rate`` Hz.
+
+    Returns:
+        ``(envelope [N] float64, times [N] seconds)``, one value per ``hop_s``, each the RMS
+        of a ``win_s`` window centred on its time.
+    """
+    hop = max(1, int(round(hop_s * rate)))
+    win = max(hop, int(round(win_s * rate)))
+    power = np.concatenate([[0.0], np.cumsum(wave.astype(np.float64) ** 2)])
+    centres = np.arange(0, len(wave), hop)
+    lo = np.clip(centres - win // 2, 0, len(wave))
+    hi = np.clip(centres + win // 2, 0, len(wave))
+    env = np.sqrt((power[hi] - power[lo]) / np.maximum(hi - lo, 1))
+    return env, centres / rate
+
+
+@dataclass
+class LagCurve:
+    """Correlation of a seen and a heard signal over audio lags.
+
+    Attributes:
+        lags_s: ``[L]`` seconds (positive: the audio comes after the picture).
+        r: ``[L]`` weighted Pearson correlation at each lag.
+        evidence_s: ``[L]`` seconds of overlap of valid visual and audio samples at each lag.
+        cue: ``"lips"`` or ``"motion"``; track_id: the face track (``None`` for motion).
+    """
+
+    lags_s: np.ndarray
+    r: np.ndarray
+    evidence_s: np.ndarray
+    cue: str
+    track_id: int | None = None
+    best: int = field(init=False)
+
+    def __post_init__(self):
+        self.best = int(np.argmax(self.r)) if len(self.r) else 0
+
+    @property
+    def lag_s(self) -> float:
+        """The best lag in seconds, refined by a parabola through its neighbours."""
+        i = self.best
+        if 0 < i < len(self.r) - 1:
+            a, b, c = self.r[i - 1], self.r[i], self.r[i + 1]
+            den = a - 2 * b + c
+            if den < 0:
+                return float(self.lags_s[i] + 0.5 * (a - c) / den * (self.lags_s[1] - self.lags_s[0]))
+        return float(self.lags_s[i])
+
+    @property
+    def peak(self) -> float:
+        return float(self.r[self.best])
+
+    @property
+    def z(self) -> float:
+        """The peak correlation as a z-score: ``r * sqrt(evidence_s / DECORRELATION_S[cue])``
+        (a correlation of ``n`` independent samples has a null spread of ``1 / sqrt(n)``)."""
+        n = max(float(self.evidence_s[self.best]), 0.0) / DECORRELATION_S[self.cue]
+        return self.peak * float(np.sqrt(n))
+
+    @property
+    def confidence(self) -> float:
+        """0..1, a logistic of :attr:`z` that is 0.5 at :data:`Z_REFUSE`."""
+        return float(1.0 / (1.0 + np.exp(-2.0 * (self.z - Z_REFUSE))))
+
+
+def moving_average(x: np.ndarray, n: int) -> np.ndarray:
+    """Centred moving average of ``x [N]`` over ``n`` samples (fewer at the edges), float64."""
+    if n <= 1:
+        return x.astype(np.float64)
+    c = np.concatenate([[0.0], np.cumsum(x, dtype=np.float64)])
+    half = n // 2
+    idx = np.arange(len(x))
+    lo = np.clip(idx - half, 0, len(x))
+    hi = np.clip(idx + half + 1, 0, len(x))
+    return (c[hi] - c[lo]) / np.maximum(hi - lo, 1)
+
+
+def activity(x: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
+    """Soft activity 0..1: the local standard deviation of ``x`` over ``n`` samples against
+    its 90th percentile over the masked samples."""
+    m = mask.astype(np.float64)
+    cnt = np.maximum(moving_average(m, n), 1e-9)
+    mean = moving_average(x * m, n) / cnt
+    var = np.maximum(moving_average(x * x * m, n) / cnt - mean ** 2, 0.0)
+    sd = np.sqrt(var) * mask
+    ref = float(np.percentile(sd[mask], 90)) if mask.any() else 0.0
+    return np.clip(sd / ref, 0.0, 1.0) if ref > 0 else np.zeros(len(x))
+
+
+def lag_curve(seen: np.ndarray, seen_mask: np.ndarray, seen_act: np.ndarray,
+              heard: np.ndarray, heard_act: np.ndarray, cue: str, track_id: int | None = None,
+              max_lag_s: float = 1.0, centre_s: float = 0.0) -> LagCurve:
+    """Weighted Pearson correlation of a visual and an audio signal over audio lags.
+
+    For lag ``L`` (``k = L / STEP_S`` grid steps), visual sample ``t`` is paired with audio
+    sample ``t + k`` where both exist (no wrap-around) and weighted by
+    ``max(seen_act[t], heard_act[t + k], FLOOR_WEIGHT)`` where ``seen_mask[t]``.
+
+    Args:
+        seen, seen_mask, seen_act: ``[N]`` float64 visual signal on the :data:`STEP_S` grid,
+            bool where it is valid, and its activity 0..1.
+        heard, heard_act: ``[M]`` float64 audio signal on the same grid and its activity.
+        max_lag_s, centre_s: the search covers ``centre_s - max_lag_s .. centre_s + max_lag_s``
+            seconds (default ±1 s, symmetric about 0).
+
+    Returns:
+        A :class:`LagCurve` with lags every :data:`STEP_S`.
+    """
+    lags = np.arange(int(round((centre_s - max_lag_s) / STEP_S)),
+                     int(round((centre_s + max_lag_s) / STEP_S)) + 1)
+    r = np.zeros(len(lags))
+    ev = np.zeros(len(lags))
+    n, m = len(seen), len(heard)
+    for j, k in enumerate(lags):
+        t0, t1 = max(0, -k), min(n, m - k)
+        if t1 - t0 < 10:
+            continue
+        x = seen[t0:t1]
+        y = heard[t0 + k:t1 + k]
+        w = np.maximum(np.maximum(seen_act[t0:t1], heard_act[t0 + k:t1 + k]), FLOOR_WEIGHT)
+        w = w * seen_mask[t0:t1]
+        sw = w.sum()
+        ev[j] = seen_mask[t0:t1].sum() * STEP_S
+        if sw <= 0:
+            continue
+        xm, ym = (w * x).sum() / sw, (w * y).sum() / sw
+        dx, dy = x - xm, y - ym
+        den = np.sqrt((w * dx * dx).sum() * (w * dy * dy).sum())
+        r[j] = (w * dx * dy).sum() / den if den > 0 else 0.0
+    return LagCurve(np.round(lags * STEP_S, 3), r, ev, cue, track_id)
+
+
+def grid_times(duration: float) -> np.ndarray:
+    return np.arange(int(np.ceil(duration / STEP_S))) * STEP_S
+
+
+def rate_of_change(x: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """``d/dt`` (per grid step) of ``x`` smoothed over :data:`SMOOTH_S`; 0 where invalid."""
+    d = np.gradient(moving_average(x, max(1, int(round(SMOOTH_S / STEP_S)))))
+    return d if valid is None else d * valid
+
+
+def heard_signal(envelope: tuple[np.ndarray, np.ndarray], grid: np.ndarray, onsets: bool
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The audio side on the grid: ``(signal, activity 0..1)``, from an RMS envelope
+    (:func:`speech_envelope`, ``(values [N], times [N] s)``). For lips, the rate of change
+    of the envelope (the jaw's rate of change matches it better than opening matches
+    level: 68 % against 49 % of shifted ``av/speech`` clips within a frame in development);
+    for motion, the half-wave rectified rise of the envelope in dB (onsets). Speech activity:
+    0 at 40 dB below the loudest moment, 1 from 20 dB below it."""
+    env, env_t = envelope
+    env = np.interp(grid, env_t, env) if len(env) else np.zeros(len(grid))
+    db = 20 * np.log10(np.maximum(env, 1e-5))
+    loud = np.clip((db - (db.max() - 40.0)) / 20.0, 0.0, 1.0)
+    if onsets:
+        rise = np.maximum(rate_of_change(db), 0.0)
+        return rise, activity(rise, np.ones(len(grid), bool), int(ACTIVITY_S / STEP_S))
+    return rate_of_change(env), loud
+
+
+def on_grid(t: np.ndarray, x: np.ndarray, grid: np.ndarray, max_gap_s: float = MAX_GAP_S
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame ``x`` at times ``t`` (NaN where unseen) linearly interpolated onto ``grid``;
+    ``(values, valid mask)``, invalid beyond the seen frames and across gaps over
+    ``max_gap_s``."""
+    ok = np.isfinite(x)
+    t, x = t[ok], x[ok]
+    if len(t) < 2:
+        return np.zeros(len(grid)), np.zeros(len(grid), bool)
+    vals = np.interp(grid, t, x)
+    i = np.clip(np.searchsorted(t, grid), 1, len(t) - 1)
+    gap = t[i] - t[i - 1]
+    valid = (grid >= t[0]) & (grid <= t[-1]) & (gap <= max_gap_s)
+    return vals, valid
+
+
+def mouth_movement(track: VisualTrack, grid: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """How much a face's mouth moves: ``(jaw opening [N], valid [N] bool, movement [N] 0..1)``
+    on ``grid`` (seconds); movement is the jaw's local standard deviation over
+    :data:`ACTIVITY_S` against its 90th percentile over the track."""
+    jaw, valid = on_grid(track.timestamps, track.activity.astype(np.float64), grid)
+    return jaw, valid, activity(jaw, valid, int(ACTIVITY_S / STEP_S))
+
+
+def lip_curve(track: VisualTrack, heard: tuple[np.ndarray, np.ndarray], grid: np.ndarray,
+              max_lag_s: float = 1.0, centre_s: float = 0.0) -> LagCurve:
+    """:func:`lag_curve` of a face track's jaw opening (``activity``, NaN where unseen) against
+    the audio side of :func:`heard_signal` (``lips`` cue), over the lags of ``centre_s ±
+    max_lag_s`` seconds."""
+    jaw, valid, act = mouth_movement(track, grid)
+    return lag_curve(rate_of_change(jaw, valid), valid, act, *heard, "lips", int(track.track_id),
+                     max_lag_s, centre_s)
