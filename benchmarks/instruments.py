@@ -52,6 +52,7 @@ import torch
 from avsplit.instruments import separate_queries
 from avsplit.audio import istft, stft
 from avsplit.labels import normalize_label
+from avsplit.nmf import fit_nmf, kl_nmf
 from avsplit.train import corpus
 
 #: Separator STFT durations (1024 and 256 samples at 11,025 Hz); baselines use them at any rate.
@@ -170,15 +171,10 @@ def nmf_estimates(refs: np.ndarray, rate: int, per_source: int = 20, iters: int 
     eps = 1e-12
     n_fft, hop = _stft_params(rate)
     X = stft(torch.from_numpy(refs.sum(0)), n_fft, hop)
-    V = X.abs().double().numpy() + eps
+    V = X.abs().double().numpy()
     S = stft(torch.from_numpy(refs), n_fft, hop).abs().double().numpy()  # [n, F, T]
     (F, T), k = V.shape, per_source * len(refs)
-    rng = np.random.default_rng(seed)
-    W = rng.uniform(0.1, 1.0, (F, k))
-    H = rng.uniform(0.1, 1.0, (k, T)) * V.mean() / (0.3 * k)
-    for _ in range(iters):
-        H *= (W.T @ (V / (W @ H + eps))) / (W.sum(0)[:, None] + eps)
-        W *= ((V / (W @ H + eps)) @ H.T) / (H.sum(1)[None, :] + eps)
+    W, H = fit_nmf(V, k, iters, seed)
     # Pearson correlation of each rank-1 spectrogram w_k h_k^T with each |S_i|, in closed form
     n_cells = F * T
     cross = np.einsum("fk,nft,kt->nk", W, S, H) / n_cells
@@ -197,16 +193,6 @@ def nmf_estimates(refs: np.ndarray, rate: int, per_source: int = 20, iters: int 
 
 NMF_RATE, NMF_FFT, NMF_HOP = 11025, 1024, 256
 NMF_DICTS: dict[str, np.ndarray] = {}
-
-
-def _kl_nmf(V: np.ndarray, W: np.ndarray, H: np.ndarray, iters: int, update_w: bool):
-    """Lee & Seung multiplicative updates for the generalised KL divergence (in place)."""
-    eps = 1e-12
-    for _ in range(iters):
-        H *= (W.T @ (V / (W @ H + eps))) / (W.sum(0)[:, None] + eps)
-        if update_w:
-            W *= ((V / (W @ H + eps)) @ H.T) / (H.sum(1)[None, :] + eps)
-    return W, H
 
 
 def learn_nmf_dictionaries(pools: Path, per_label: int = 20, seconds: float = 60.0,
@@ -237,7 +223,7 @@ def learn_nmf_dictionaries(pools: Path, per_label: int = 20, seconds: float = 60
         V = V[:, V.sum(0) > 1e-3 * V.sum(0).max()] + 1e-12  # drop silent frames
         W = rng.uniform(0.1, 1.0, (V.shape[0], per_label))
         H = rng.uniform(0.1, 1.0, (per_label, V.shape[1]))
-        W, _ = _kl_nmf(V, W, H, 100, True)
+        W, _ = kl_nmf(V, W, H, 100, True)
         out[lab] = W / W.sum(0, keepdims=True)
     np.savez(cache, **out)
     return out
@@ -257,7 +243,7 @@ def nmf_supervised_estimates(mix: np.ndarray, rate: int, labels: list[str],
     W = np.concatenate(Ws, axis=1)
     rng = np.random.default_rng(seed)
     H = rng.uniform(0.1, 1.0, (W.shape[1], V.shape[1])) * V.mean()
-    _, H = _kl_nmf(V, W, H, iters, False)
+    _, H = kl_nmf(V, W, H, iters, False)
     k = np.cumsum([0] + [w.shape[1] for w in Ws])
     parts = np.stack([Ws[i] @ H[k[i]:k[i + 1]] for i in range(len(Ws))])
     masks = (parts / (parts.sum(0, keepdims=True) + 1e-12)).astype(np.float32)
