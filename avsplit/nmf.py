@@ -416,3 +416,83 @@ def load_nmf_separator(path: Path | None = None) -> NMFSeparator:
         raise AvsplitError(str(exc)) from None
     return NMFSeparator(clf, {"name": "instrument-nmf", "file": path.name,
                               "sha256": sha256_of(path)})
+
+
+#: How :class:`CombinedSeparator` combines the network's masks with the NMF's: ``prior`` (NMF
+#: grouping with the network's masks as prior), ``mean`` (mean of the network's and the plain
+#: NMF's masks), ``mean_prior`` (mean of the network's and the prior-NMF's masks), ``choice``
+#: (per clip, the more confident of the network and the prior-NMF, see :func:`confidence`).
+RULES = ("prior", "mean", "mean_prior", "choice")
+
+
+def confidence(masks: np.ndarray, power: np.ndarray) -> float:
+    """Energy-weighted mean of the largest mask per bin: ``sum P max_l m_l / sum P`` (0..1;
+    1 = every bin given entirely to one stem). ``masks [L, bins, frames]``, ``power [bins,
+    frames]`` (the mixture's STFT power on the same grid)."""
+    if not len(masks):
+        return 0.0
+    return float((masks.astype(np.float32).max(0) * power).sum() / max(float(power.sum()), EPS))
+
+
+def combine_masks(net: np.ndarray, nmf: np.ndarray, rule: str,
+                  power: np.ndarray | None = None) -> np.ndarray:
+    """Combine the network's masks ``net`` with NMF masks ``nmf`` (both ``[L, bins, frames]``,
+    each summing to at most one; ``nmf`` from the prior-NMF for ``prior``/``mean_prior``/
+    ``choice``) by ``rule`` (:data:`RULES`; ``choice`` needs ``power [bins, frames]``).
+    Returns ``[L, bins, frames]`` float32 summing to at most one.
+
+    Raises:
+        ValueError: an unknown rule.
+    """
+    if rule == "prior":
+        return nmf.astype(np.float32)
+    if rule in ("mean", "mean_prior"):
+        return (0.5 * (net.astype(np.float32) + nmf.astype(np.float32)))
+    if rule == "choice":
+        pick = nmf if confidence(nmf, power) > confidence(net, power) else net
+        return pick.astype(np.float32)
+    raise ValueError(f"unknown combination rule {rule!r}; one of {', '.join(RULES)}")
+
+
+class CombinedSeparator(Separator):
+    """The instrument network and the NMF separator together (:func:`combine_masks`), behind
+    the same interface as either.
+
+    Args:
+        network: the instrument network's :class:`avsplit.separator.Separator`.
+        nmf: the :class:`NMFSeparator`; rule: one of :data:`RULES`.
+
+    Attributes:
+        model_ids: both separators' ``model_id`` (the manifest lists both).
+    """
+
+    def __init__(self, network: Separator, nmf: NMFSeparator, rule: str = "mean"):
+        if rule not in RULES:
+            raise ValueError(f"unknown combination rule {rule!r}; one of {', '.join(RULES)}")
+        super().__init__(SimpleNamespace(config=network.config), network.model_id, "cpu")
+        self.network, self.nmf, self.rule = network, nmf, rule
+        self.model_ids = [network.model_id, nmf.model_id]
+
+    def masks(self, wave: np.ndarray, labels: list[str], allocate=None, advance=None, **kw
+              ) -> np.ndarray:
+        """``[len(labels), 513, frames]`` float16 masks (see :meth:`NMFSeparator.masks`).
+
+        Raises:
+            ValueError: a label either separator does not know.
+        """
+        net = apply.limit_total(self.network.masks(wave, labels))
+        prior = None if self.rule == "mean" else net
+        nmf = self.nmf.masks(wave, labels, prior_masks=prior)
+        power = None
+        if self.rule == "choice":
+            from avsplit.audio import stft
+            import torch
+
+            power = (stft(torch.from_numpy(np.ascontiguousarray(wave, np.float32)), self.n_fft,
+                          self.hop).abs() ** 2).numpy()
+        out = combine_masks(net, nmf, self.rule, power).astype(np.float16)
+        if allocate is not None:
+            stored = allocate(out.shape, np.float16)
+            stored[:, :, 0:out.shape[2]] = out
+            return stored
+        return out
