@@ -55,10 +55,24 @@ def separator(clf=None) -> NMFSeparator:
     return NMFSeparator(clf or pitch_classifier(), {"name": "test", "file": "-", "sha256": "-"})
 
 
+def uninformed(**settings) -> NMFClassifier:
+    """A classifier whose features carry no evidence: every asked class equally likely."""
+    clf = pitch_classifier(**settings)
+    clf.w2[:] = 0
+    clf.b2[:] = 0
+    return clf
+
+
 def stems_from(masks: np.ndarray, mix: np.ndarray) -> np.ndarray:
     spec = stft(torch.from_numpy(mix), N_FFT, HOP)
     return istft(spec[None] * torch.from_numpy(masks.astype(np.float32)), N_FFT, HOP,
                  len(mix)).numpy()
+
+
+def gain_over_mixture(masks: np.ndarray, refs: np.ndarray) -> np.ndarray:
+    """SI-SDR of each masked stem minus that of the mixture, dB."""
+    mix = refs.sum(0)
+    return si_sdr(stems_from(masks, mix), refs) - si_sdr(np.stack([mix, mix]), refs)
 
 
 def test_kl_nmf_lowers_the_divergence_and_fit_nmf_normalises_the_bases():
@@ -102,8 +116,7 @@ def test_each_stem_is_closer_to_its_source_than_the_mixture_is():
     mix = refs.sum(0)
     sep = separator()
     masks = sep.masks(mix, ["cello", "flute"])
-    est = stems_from(masks, mix)
-    gain = si_sdr(est, refs) - si_sdr(np.stack([mix, mix]), refs)
+    gain = gain_over_mixture(masks, refs)
     assert (gain > 3.0).all(), gain
     # swapping the labels swaps the stems: the assignment, not the order, decides
     swapped = sep.masks(mix, ["flute", "cello"])
@@ -134,34 +147,27 @@ def test_long_input_is_cut_into_cross_faded_chunks():
     mix = refs.sum(0)
     masks = separator().masks(mix, ["cello", "flute"], chunk_s=3.0, overlap_s=1.0)
     assert masks.shape[2] == len(mix) // HOP + 1
-    gain = si_sdr(stems_from(masks, mix), refs) - si_sdr(np.stack([mix, mix]), refs)
+    gain = gain_over_mixture(masks, refs)
     assert (gain > 3.0).all(), gain
 
 
 def test_network_prior_steers_an_uninformed_classifier():
     refs = sources()
     mix = refs.sum(0)
-    clf = pitch_classifier(prior_weight=4.0)
-    clf.w2[:] = 0  # no evidence from the features: every asked class equally likely
-    clf.b2[:] = 0
-    sep = separator(clf)
+    sep = separator(uninformed(prior_weight=4.0))
     blind = sep.masks(mix, ["cello", "flute"]).astype(np.float32)
     assert np.allclose(blind[0], blind[1], atol=0.02)  # an even split
     spec = np.abs(stft(torch.from_numpy(refs), N_FFT, HOP).numpy())
     ideal = spec / (spec.sum(0, keepdims=True) + 1e-9)
-    steered = sep.masks(mix, ["cello", "flute"], prior_masks=ideal)
-    gain = si_sdr(stems_from(steered, mix), refs) - si_sdr(np.stack([mix, mix]), refs)
+    gain = gain_over_mixture(sep.masks(mix, ["cello", "flute"], prior_masks=ideal), refs)
     assert (gain > 3.0).all(), gain
 
 
 def test_pitch_prior_alone_separates_by_range():
     refs = sources()
     mix = refs.sum(0)
-    clf = pitch_classifier(pitch_weight=24.0)
-    clf.w2[:] = 0
-    clf.b2[:] = 0
-    masks = separator(clf).masks(mix, ["cello", "flute"])
-    gain = si_sdr(stems_from(masks, mix), refs) - si_sdr(np.stack([mix, mix]), refs)
+    gain = gain_over_mixture(separator(uninformed(pitch_weight=24.0)).masks(mix, ["cello", "flute"]),
+                             refs)
     assert (gain > 1.0).all(), gain
 
 
@@ -213,7 +219,7 @@ def test_bundled_classifier_loads_matches_its_sha256_and_separates():
     mix = refs.sum(0)
     masks = sep.masks(mix, ["cello", "flute"]).astype(np.float32)
     assert masks.sum(0).max() <= 1 + 1e-3
-    gain = si_sdr(stems_from(masks, mix), refs) - si_sdr(np.stack([mix, mix]), refs)
+    gain = gain_over_mixture(masks, refs)
     assert gain.mean() > 0, gain
 
 
