@@ -87,10 +87,11 @@ def fit_nmf(V: np.ndarray, k: int, iters: int = 100, seed: int = 0, dtype=np.flo
     return W / scale, H * scale[:, None]
 
 
-def components_for(n_labels: int, per_label: int = 12) -> int:
+def components_for(n_labels: int, per_label: int = 20) -> int:
     """Number of NMF components for ``n_labels`` asked instruments (one more share for the
-    residual): ``per_label * (n_labels + 1)``, at most 72."""
-    return int(min(72, per_label * (max(n_labels, 1) + 1)))
+    residual): ``per_label * (n_labels + 1)``, at most 100. (20 per label separated the
+    held-out renders 0.2 dB better than 12 and 0.3 dB better than 8, at 1.7x the time of 12.)"""
+    return int(min(100, per_label * (max(n_labels, 1) + 1)))
 
 
 # ------------------------------------------------------------------------------- features
@@ -223,7 +224,7 @@ class NMFClassifier:
     b1: np.ndarray
     w2: np.ndarray
     b2: np.ndarray
-    per_label: int = 12
+    per_label: int = 20
     iters: int = 100
     pitch_weight: float = 0.0
     prior_weight: float = 1.0

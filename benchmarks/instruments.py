@@ -20,7 +20,10 @@ filter, no permutation: the query fixes which estimate is which source), at the 
 as Sound of Pixels evaluates (mir_eval's ``bss_eval_sources``); means are over all sources.
 In the same run: the mixture as the estimate of every source (floor), the ideal ratio mask
 ``|S_i| / sum_j |S_j|`` with the mixture's phase (ceiling of masking), and a KL-NMF baseline with
-oracle grouping (:func:`nmf_estimates`). All three use an STFT at the input's rate with the
+oracle grouping (:func:`nmf_estimates`); with ``--methods``, also the NMF separator with the
+learnt assignment (``nmf_learned``; ``nmf_learned_net`` with the network's masks as prior) and
+combinations of it with the network (``mean``, ``mean_prior``, ``choice``; see
+:func:`learned_nmf_estimates`). All three use an STFT at the input's rate with the
 separator's window and hop durations (93 ms / 23 ms). Speed: real-time factor of
 ``separate_queries`` (both queries) on the MUSIC mixtures.
 
@@ -30,6 +33,7 @@ sampled as ``avsplit separate`` does) against the instruments the clip shows.
 End to end (``av``): the CLI on the real CLIPSep clips with references, see :func:`end_to_end`.
 
     python benchmarks/instruments.py --data ../shared/data [--weights runs/instruments/best.pt]
+        [--methods ours,mixture,nmf_sup,nmf_learned,nmf_learned_net] [--nmf-classifier PATH]
         [--json-out runs/bench_instruments.json] [--write docs/benchmarks.md]
 """
 
@@ -559,6 +563,14 @@ def report(rows, summ, skipped_music, rec, synth_note, rtf, model_id, args,
              f"reconstructions. IRM: |S_i| / sum_j |S_j| with the mixture phase. The mixture "
              f"has no artifacts, so its SAR is unbounded (∞). All baselines "
              f"use a {WINDOW_S * 1000:.0f} ms window, {HOP_S * 1000:.0f} ms hop at the input rate."]
+    if any(m in NMF_LEARNED for m in METHODS_RUN):
+        notes.append("NMF (learnt assignment): KL-NMF of the mixture at 11,025 Hz (20 components "
+                     "per asked instrument and 20 for the residual), each component given to an "
+                     "asked label by the bundled classifier (`avsplit.nmf`, features of its "
+                     "basis, pitch and activation, pitch-range prior); with the network prior, "
+                     "the share of each component under the network's masks enters as a log "
+                     "prior. mean: masks of ours and of the NMF averaged; choice: per clip the "
+                     "masks that give each bin more decidedly to one stem (energy-weighted).")
     if skipped_music:
         notes.append(f"MUSIC pairs of one instrument twice, skipped: {', '.join(skipped_music)}.")
     if any(r["set"].startswith("URMP") for r in rows):

@@ -51,6 +51,8 @@ def main() -> None:
     nm.add_argument("--tune-mixtures", type=int, default=150)
     nm.add_argument("--valid-mixtures", type=int, default=200)
     nm.add_argument("--steps", type=int, default=3000, help="classifier optimisation steps")
+    nm.add_argument("--per-label", type=int, default=20,
+                    help="NMF components per asked instrument (and for the residual)")
     nm.add_argument("--threads", type=int, default=1)
     nm.add_argument("--no-net-prior", action="store_true",
                     help="do not tune the weight of the network-mask prior (no network run)")
@@ -69,6 +71,7 @@ def main() -> None:
 
         train(args.pools, args.out, n_train=args.mixtures, n_tune=args.tune_mixtures,
               n_valid=args.valid_mixtures, steps=args.steps, threads=args.threads,
+              per_label=args.per_label,
               net_prior=not args.no_net_prior)
     else:
         from avsplit.train.instruments import train

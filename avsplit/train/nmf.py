@@ -114,8 +114,8 @@ def _flat(items: list[dict]):
     return tuple(np.concatenate(x) for x in (feats, target, allowed, weight, energy, which))
 
 
-def fit_classifier(items: list[dict], hidden: int = 64, steps: int = 3000, lr: float = 3e-3,
-                   weight_decay: float = 1e-4, seed: int = 0, per_label: int = 12,
+def fit_classifier(items: list[dict], hidden: int = 128, steps: int = 3000, lr: float = 3e-3,
+                   weight_decay: float = 1e-4, seed: int = 0, per_label: int = 20,
                    iters: int = 100) -> NMFClassifier:
     """Fit the MLP on the components of ``items`` (full batch, Adam)."""
     torch.manual_seed(seed)
@@ -187,7 +187,7 @@ def add_network_masks(items: list[dict], separator) -> None:
     for it in items:
         mix = it["refs"].sum(0)
         m = limit_total(separator.masks(mix, it["labels"]).astype(np.float32))
-        it["net_masks"] = m
+        it["net_masks"] = m.astype(np.float16)
         est = istft(it["spec"][None] * torch.from_numpy(m), N_FFT, HOP, len(mix)).numpy()
         it["net_si_sdr"] = si_sdr(est, it["refs"][:len(it["labels"])]).tolist()
 
@@ -218,7 +218,7 @@ def tune(clf: NMFClassifier, items: list[dict], with_prior: bool) -> dict:
 
 
 def train(pools: Path, out: Path, n_train: int = 2000, n_tune: int = 150, n_valid: int = 200,
-          seconds: float = 6.0, per_label: int = 12, iters: int = 100, hidden: int = 64,
+          seconds: float = 6.0, per_label: int = 20, iters: int = 100, hidden: int = 128,
           steps: int = 3000, threads: int = 1, seed: int = 0, net_prior: bool = True) -> Path:
     """Build the component sets, fit, tune and evaluate the classifier; writes
     ``out/classifier.npz`` and ``out/summary.json`` (accuracies, SI-SDR, settings, wall time).
