@@ -59,7 +59,7 @@ MODELS: dict[str, ModelEntry] = {
                    "python -m avsplit.train music-data; python -m avsplit.train instruments",
                    "avsplit.models.instruments:EnsembleSeparator"),
         ModelEntry("instrument-nmf", "instrument_nmf_classifier.npz",
-                   "bb018d3c9ce405593832cfa0966811ba6ac364372bddafe133a2db5e862a3c39",
+                   "6a9be40ce5c5436798b94c4bebfd24e587f37bd3b4889e0e016e34261d1492d4",
                    "instrument separation, second separator: KL-NMF of the mixture, components "
                    "assigned to the asked labels by a learnt classifier (numpy MLP, 11.025 kHz)",
                    11025, "MIT (trained by avsplit)",
