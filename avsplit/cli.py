@@ -180,7 +180,8 @@ def separate(
     separator: SeparatorKind = typer.Option(
         SeparatorKind.net, "--separator",
         help="instruments: net (default): the instrument network; nmf: NMF of the mixture with a "
-        "learnt assignment of its components; combined: both, masks averaged."),
+        "learnt assignment of its components; combined: the mean of the network's masks and the "
+        "NMF's (grouped with the network's masks as prior)."),
     no_enhance: bool = typer.Option(False, "--no-enhance",
                                     help="onscreen/speakers: let our separator's background slot "
                                     "decide speech vs. background instead of the pretrained "

@@ -215,12 +215,13 @@ def test_bundled_classifier_loads_matches_its_sha256_and_separates():
     sep = load_nmf_separator()
     assert sep.model_id["sha256"] == entry.sha256 and sep.rate == RATE
     assert set(BY_LABEL) | {RESIDUAL} == set(sep.classifier.classes)
-    refs = sources()
-    mix = refs.sum(0)
-    masks = sep.masks(mix, ["cello", "flute"]).astype(np.float32)
+    # a rich low tone in the tuba's register and a nearly pure high one in the flute's (as
+    # the network's test in test_instruments.py); measured gains 7.9 / 10.3 dB
+    refs = np.stack([tone(43, 1.0, 12, 0.8, 0), tone(84, 0.5, 2, 0.2, 1)])
+    masks = sep.masks(refs.sum(0), ["tuba", "flute"]).astype(np.float32)
     assert masks.sum(0).max() <= 1 + 1e-3
     gain = gain_over_mixture(masks, refs)
-    assert gain.mean() > 0, gain
+    assert (gain > 3.0).all(), gain
 
 
 # --- command line (``avsplit separate --separator``) -------------------------------------------
