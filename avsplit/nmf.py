@@ -159,8 +159,8 @@ def component_features(W: np.ndarray, H: np.ndarray) -> np.ndarray:
         to its peak), the pitch (MIDI / 100), log harmonicity, the harmonic envelope (log
         amplitude of harmonics 1-8 relative to the strongest), log spectral centroid and
         flatness, and activation statistics: the component's log share of the mixture's
-        magnitude, active fraction, coefficient of variation, onset and decay strength and
-        lag-1 autocorrelation.
+        magnitude, active fraction, coefficient of variation, mean rise and largest drop
+        between frames (of the activation scaled to mean one) and lag-1 autocorrelation.
     """
     lmap, _ = _maps(W.shape[0])
     K = W.shape[1]
