@@ -36,6 +36,12 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+class SeparatorKind(str, Enum):
+    net = "net"
+    nmf = "nmf"
+    combined = "combined"
+
+
 class Format(str, Enum):
     wav = "wav"
     flac = "flac"
@@ -171,6 +177,11 @@ def separate(
     weights: Optional[Path] = typer.Option(None, "--weights",
                                            help="Separator checkpoint to use instead of the bundled one "
                                            "(speech for onscreen/speakers, instruments for instruments)."),
+    separator: SeparatorKind = typer.Option(
+        SeparatorKind.net, "--separator",
+        help="instruments: net (default): the instrument network; nmf: NMF of the mixture with a "
+        "learnt assignment of its components; combined: the mean of the network's masks and the "
+        "NMF's (grouped with the network's masks as prior)."),
     no_enhance: bool = typer.Option(False, "--no-enhance",
                                     help="onscreen/speakers: let our separator's background slot "
                                     "decide speech vs. background instead of the pretrained "
@@ -217,6 +228,9 @@ def separate(
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--query") from None
         mode = Mode.instruments
+    if separator != SeparatorKind.net and mode != Mode.instruments:
+        raise typer.BadParameter("--separator only works with --mode instruments (or --query)",
+                                 param_hint="--separator")
     try:
         check_template(filename)
     except ValueError as exc:
@@ -226,7 +240,8 @@ def separate(
 
     options = SeparateOptions(mode=(mode or Mode.onscreen).value, fmt=fmt.value, video=not no_video,
                               audio_stream=audio_stream, query=labels, weights=weights,
-                              enhance=not no_enhance, report=report)
+                              enhance=not no_enhance, report=report,
+                              separator=separator.value)
     task = SeparateTask(options, outdir, filename, device.value, events)
 
     def describe(line: dict) -> None:

@@ -96,6 +96,7 @@ class Engine:
         self._enhancer = None
         self._recognizer = None
         self._recognizer_id: dict | None = None
+        self._nmf = None
 
     def close(self) -> None:
         """Release the models (the face tracker's native resources)."""
@@ -130,6 +131,19 @@ class Engine:
         """Serve ``separator`` (a :class:`avsplit.separator.Separator`) for registry entry ``name``
         instead of loading the bundled weights (tests drive the real modes with a known network)."""
         self._separators[(name, None)] = separator
+
+    def nmf_separator(self):
+        """The NMF instrument separator with the bundled component classifier
+        (:class:`avsplit.nmf.NMFSeparator`, registry ``instrument-nmf``), loaded once.
+
+        Raises:
+            AvsplitError: its classifier file is missing or corrupt.
+        """
+        if self._nmf is None:
+            from avsplit.nmf import load_nmf_separator
+
+            self._nmf = load_nmf_separator()
+        return self._nmf
 
     def speech_enhancer(self):
         """The pretrained speech enhancer (:class:`avsplit.models.enhancer.SpeechEnhancer`,

@@ -182,9 +182,40 @@ class InstrumentAnalysis:
     notes: list[str]
 
 
+#: ``--separator`` choices: the network, the NMF separator with the learnt assignment
+#: (:mod:`avsplit.nmf`), or both (:data:`COMBINED_RULE`).
+SEPARATORS = ("net", "nmf", "combined")
+#: How ``--separator combined`` merges the two (:func:`avsplit.nmf.combine_masks`).
+COMBINED_RULE = "mean_prior"
+
+
+def instrument_separator(engine: Engine, weights: Path | None = None, kind: str = "net"):
+    """The instrument separator of ``--separator kind`` (one of :data:`SEPARATORS`): the
+    network (``weights`` or the bundled one), the :class:`avsplit.nmf.NMFSeparator`, or their
+    :class:`avsplit.nmf.CombinedSeparator`. Returns ``(separator, model_ids)``.
+
+    Raises:
+        AvsplitError: unusable weights, or an unknown ``kind``.
+    """
+    if kind not in SEPARATORS:
+        raise AvsplitError(f"unknown instrument separator {kind!r}; one of {', '.join(SEPARATORS)}")
+    if kind == "nmf":
+        nmf = engine.nmf_separator()
+        return nmf, [nmf.model_id]
+    net = engine.separator("instrument-separator", weights)
+    if kind == "net":
+        return net, [net.model_id]
+    from avsplit.nmf import CombinedSeparator
+
+    combined = CombinedSeparator(net, engine.nmf_separator(), COMBINED_RULE)
+    return combined, list(combined.model_ids)
+
+
 def analyse_instruments(clip: Clip, engine: Engine, query: list[str] | None,
-                        weights: Path | None, progress: Progress) -> InstrumentAnalysis:
-    """Find the instruments of a clip (picture + audio, or ``query``) and their masks.
+                        weights: Path | None, progress: Progress, kind: str = "net"
+                        ) -> InstrumentAnalysis:
+    """Find the instruments of a clip (picture + audio, or ``query``) and their masks, with
+    the separator ``kind`` (:func:`instrument_separator`).
 
     Raises:
         AvsplitError: an unknown ``query`` label, or unusable separator weights.
@@ -192,9 +223,9 @@ def analyse_instruments(clip: Clip, engine: Engine, query: list[str] | None,
     from avsplit.apply import limit_total
     from avsplit.labels import normalize_label
 
-    separator = engine.separator("instrument-separator", weights)
+    separator, ids = instrument_separator(engine, weights, kind)
     rate = separator.rate
-    model_ids = [separator.model_id]
+    model_ids = list(ids)
     notes: list[str] = []
     detections: list = []
     mono = clip.mono(rate)

@@ -20,7 +20,10 @@ filter, no permutation: the query fixes which estimate is which source), at the 
 as Sound of Pixels evaluates (mir_eval's ``bss_eval_sources``); means are over all sources.
 In the same run: the mixture as the estimate of every source (floor), the ideal ratio mask
 ``|S_i| / sum_j |S_j|`` with the mixture's phase (ceiling of masking), and a KL-NMF baseline with
-oracle grouping (:func:`nmf_estimates`). All three use an STFT at the input's rate with the
+oracle grouping (:func:`nmf_estimates`); with ``--methods``, also the NMF separator with the
+learnt assignment (``nmf_learned``; ``nmf_learned_net`` with the network's masks as prior) and
+combinations of it with the network (``mean``, ``mean_prior``, ``choice``; see
+:func:`learned_nmf_estimates`). All three use an STFT at the input's rate with the
 separator's window and hop durations (93 ms / 23 ms). Speed: real-time factor of
 ``separate_queries`` (both queries) on the MUSIC mixtures.
 
@@ -30,6 +33,7 @@ sampled as ``avsplit separate`` does) against the instruments the clip shows.
 End to end (``av``): the CLI on the real CLIPSep clips with references, see :func:`end_to_end`.
 
     python benchmarks/instruments.py --data ../shared/data [--weights runs/instruments/best.pt]
+        [--methods ours,mixture,nmf_sup,nmf_learned,nmf_learned_net] [--nmf-classifier PATH]
         [--json-out runs/bench_instruments.json] [--write docs/benchmarks.md]
 """
 
@@ -52,14 +56,28 @@ import torch
 from avsplit.instruments import separate_queries
 from avsplit.audio import istft, stft
 from avsplit.labels import normalize_label
+from avsplit.nmf import fit_nmf, kl_nmf
 from avsplit.train import corpus
 
 #: Separator STFT durations (1024 and 256 samples at 11,025 Hz); baselines use them at any rate.
 WINDOW_S, HOP_S = 1024 / 11025, 256 / 11025
 URMP_MAX_S, SYNTH_S, SYNTH_ITEMS = 10.0, 6.0, 40
-METHODS = ("ours", "mixture", "nmf_sup", "nmf", "irm")
+METHODS = ("ours", "mixture", "nmf_sup", "nmf", "irm", "nmf_learned", "nmf_learned_net",
+           "mean", "mean_prior", "choice")
+DEFAULT_METHODS = ("ours", "mixture", "nmf_sup", "nmf", "irm")
+#: Methods from the NMF separator with the learnt assignment (``--nmf-classifier``); the last
+#: three combine it with the network (:data:`avsplit.nmf.RULES`).
+NMF_LEARNED = {"nmf_learned": None, "nmf_learned_net": "prior", "mean": "mean",
+               "mean_prior": "mean_prior", "choice": "choice"}
 METHOD_NAMES = {"ours": "ours", "mixture": "mixture floor", "nmf_sup": "NMF (supervised)",
-                "nmf": "NMF (oracle grouping)", "irm": "IRM ceiling"}
+                "nmf": "NMF (oracle grouping)", "irm": "IRM ceiling",
+                "nmf_learned": "NMF (learnt assignment)",
+                "nmf_learned_net": "NMF (learnt assignment + network prior)",
+                "mean": "mean of ours and NMF (learnt)",
+                "mean_prior": "mean of ours and NMF (learnt + prior)",
+                "choice": "per clip: ours or NMF (learnt + prior), more confident"}
+#: The methods of this run, in table order (set from ``--methods``).
+METHODS_RUN: list[str] = list(DEFAULT_METHODS)
 SETS = ("MUSIC pairs", "URMP pairs", "URMP trios", "synthetic validation")
 
 #: What each real clip in ``av/music`` shows (from the data README) and which label sets count
@@ -170,15 +188,10 @@ def nmf_estimates(refs: np.ndarray, rate: int, per_source: int = 20, iters: int 
     eps = 1e-12
     n_fft, hop = _stft_params(rate)
     X = stft(torch.from_numpy(refs.sum(0)), n_fft, hop)
-    V = X.abs().double().numpy() + eps
+    V = X.abs().double().numpy()
     S = stft(torch.from_numpy(refs), n_fft, hop).abs().double().numpy()  # [n, F, T]
     (F, T), k = V.shape, per_source * len(refs)
-    rng = np.random.default_rng(seed)
-    W = rng.uniform(0.1, 1.0, (F, k))
-    H = rng.uniform(0.1, 1.0, (k, T)) * V.mean() / (0.3 * k)
-    for _ in range(iters):
-        H *= (W.T @ (V / (W @ H + eps))) / (W.sum(0)[:, None] + eps)
-        W *= ((V / (W @ H + eps)) @ H.T) / (H.sum(1)[None, :] + eps)
+    W, H = fit_nmf(V, k, iters, seed)
     # Pearson correlation of each rank-1 spectrogram w_k h_k^T with each |S_i|, in closed form
     n_cells = F * T
     cross = np.einsum("fk,nft,kt->nk", W, S, H) / n_cells
@@ -197,16 +210,6 @@ def nmf_estimates(refs: np.ndarray, rate: int, per_source: int = 20, iters: int 
 
 NMF_RATE, NMF_FFT, NMF_HOP = 11025, 1024, 256
 NMF_DICTS: dict[str, np.ndarray] = {}
-
-
-def _kl_nmf(V: np.ndarray, W: np.ndarray, H: np.ndarray, iters: int, update_w: bool):
-    """Lee & Seung multiplicative updates for the generalised KL divergence (in place)."""
-    eps = 1e-12
-    for _ in range(iters):
-        H *= (W.T @ (V / (W @ H + eps))) / (W.sum(0)[:, None] + eps)
-        if update_w:
-            W *= ((V / (W @ H + eps)) @ H.T) / (H.sum(1)[None, :] + eps)
-    return W, H
 
 
 def learn_nmf_dictionaries(pools: Path, per_label: int = 20, seconds: float = 60.0,
@@ -237,7 +240,7 @@ def learn_nmf_dictionaries(pools: Path, per_label: int = 20, seconds: float = 60
         V = V[:, V.sum(0) > 1e-3 * V.sum(0).max()] + 1e-12  # drop silent frames
         W = rng.uniform(0.1, 1.0, (V.shape[0], per_label))
         H = rng.uniform(0.1, 1.0, (per_label, V.shape[1]))
-        W, _ = _kl_nmf(V, W, H, 100, True)
+        W, _ = kl_nmf(V, W, H, 100, True)
         out[lab] = W / W.sum(0, keepdims=True)
     np.savez(cache, **out)
     return out
@@ -257,7 +260,7 @@ def nmf_supervised_estimates(mix: np.ndarray, rate: int, labels: list[str],
     W = np.concatenate(Ws, axis=1)
     rng = np.random.default_rng(seed)
     H = rng.uniform(0.1, 1.0, (W.shape[1], V.shape[1])) * V.mean()
-    _, H = _kl_nmf(V, W, H, iters, False)
+    _, H = kl_nmf(V, W, H, iters, False)
     k = np.cumsum([0] + [w.shape[1] for w in Ws])
     parts = np.stack([Ws[i] @ H[k[i]:k[i + 1]] for i in range(len(Ws))])
     masks = (parts / (parts.sum(0, keepdims=True) + 1e-12)).astype(np.float32)
@@ -275,16 +278,50 @@ def bss(refs: np.ndarray, ests: np.ndarray) -> np.ndarray:
     return np.stack([o.numpy() for o in out[:3]])
 
 
-def score(model, item: dict) -> dict:
+def learned_nmf_estimates(model, nmf_sep, mix: np.ndarray, rate: int, labels: list[str],
+                          methods) -> dict[str, np.ndarray]:
+    """Stems of the NMF separator with the learnt assignment (:class:`avsplit.nmf.NMFSeparator`)
+    and of its combinations with the network (:func:`avsplit.nmf.combine_masks`), for the
+    asked ``methods`` of :data:`NMF_LEARNED`; masks applied at the input rate as ``ours``."""
+    from avsplit.apply import limit_total
+    from avsplit.nmf import combine_masks
+
+    mono = model.mono(mix[None], rate)
+    net = limit_total(model.masks(mono, labels)).astype(np.float32)
+    masks = {}
+    if {"nmf_learned", "mean"} & set(methods):
+        masks["plain"] = nmf_sep.masks(mono, labels).astype(np.float32)
+    if {"nmf_learned_net", "mean_prior", "choice"} & set(methods):
+        masks["prior"] = nmf_sep.masks(mono, labels, prior_masks=net).astype(np.float32)
+    power = (stft(torch.from_numpy(mono), model.n_fft, model.hop).abs() ** 2).numpy()
+    out = {}
+    for m in methods:
+        if m not in NMF_LEARNED:
+            continue
+        rule = NMF_LEARNED[m]
+        m_nmf = masks["plain" if rule in (None, "mean") else "prior"]
+        est = m_nmf if rule is None else combine_masks(net, m_nmf, rule, power)
+        out[m] = model.apply(mix[None], rate, est)[:, 0]
+    return out
+
+
+def score(model, item: dict, methods=DEFAULT_METHODS, nmf_sep=None) -> dict:
     refs, rate = item["refs"].astype(np.float32), item["rate"]
     mix = refs.sum(0)
     t0 = time.perf_counter()
     ours = separate_queries(model, mix[None], rate, item["labels"])[:, 0]
     wall = time.perf_counter() - t0
-    ests = {"ours": ours, "mixture": np.repeat(mix[None], len(refs), 0),
-            "nmf": nmf_estimates(refs, rate), "irm": irm_estimates(refs, rate)}
-    if NMF_DICTS:
+    ests = {"ours": ours}
+    if "mixture" in methods:
+        ests["mixture"] = np.repeat(mix[None], len(refs), 0)
+    if "nmf" in methods:
+        ests["nmf"] = nmf_estimates(refs, rate)
+    if "irm" in methods:
+        ests["irm"] = irm_estimates(refs, rate)
+    if NMF_DICTS and "nmf_sup" in methods:
         ests["nmf_sup"] = nmf_supervised_estimates(mix, rate, item["labels"])
+    if nmf_sep is not None:
+        ests.update(learned_nmf_estimates(model, nmf_sep, mix, rate, item["labels"], methods))
     row = {k: item[k] for k in ("set", "item", "labels", "rate")}
     row["seconds"] = refs.shape[1] / rate
     row["separate_s"] = wall
@@ -416,7 +453,7 @@ def summary(rows: list[dict]) -> dict:
         if rs:
             out[s] = {"items": len(rs), "sources": sum(len(r["labels"]) for r in rs),
                       **{m: {k: _mean(rs, m, k) for k in ("sdr", "sir", "sar")}
-                         for m in METHODS if all(m in r for r in rs)}}
+                         for m in METHODS_RUN if all(m in r for r in rs)}}
     return out
 
 
@@ -438,10 +475,10 @@ def _finite(x):
 
 def main_table(summ: dict) -> str:
     head = ("| set | items (sources) | " + " | ".join(
-        f"{METHOD_NAMES[m]} {k}" for m in METHODS for k in ("SDR", "SIR", "SAR")) + " |")
-    lines = [head, "|---|---:|" + "---:|" * 3 * len(METHODS)]
+        f"{METHOD_NAMES[m]} {k}" for m in METHODS_RUN for k in ("SDR", "SIR", "SAR")) + " |")
+    lines = [head, "|---|---:|" + "---:|" * 3 * len(METHODS_RUN)]
     for s, v in summ.items():
-        cells = " | ".join(_db(v[m][k]) if m in v else "–" for m in METHODS
+        cells = " | ".join(_db(v[m][k]) if m in v else "–" for m in METHODS_RUN
                            for k in ("sdr", "sir", "sar"))
         lines.append(f"| {s} | {v['items']} ({v['sources']}) | {cells} |")
     return "\n".join(lines)
@@ -487,14 +524,17 @@ def targets(summ: dict, rec: list[dict] | str) -> list[tuple[str, str, bool | No
     out = []
     if m:
         base = "nmf_sup" if "nmf_sup" in m else "nmf"
-        gap = m["ours"]["sdr"] - m[base]["sdr"]
         out += [("average SDR on the MUSIC pairs >= 6.1 dB", f"{m['ours']['sdr']:.2f} dB",
                  m["ours"]["sdr"] >= 6.1),
                 ("average SIR on the MUSIC pairs >= 10.9 dB", f"{m['ours']['sir']:.2f} dB",
-                 m["ours"]["sir"] >= 10.9),
-                ("SDR >= 3 dB above the NMF baseline (MUSIC pairs)",
-                 f"{gap:+.2f} dB ({METHOD_NAMES[base]} {m[base]['sdr']:.2f} dB; NMF with oracle "
-                 f"grouping {m['nmf']['sdr']:.2f} dB)", gap >= 3.0)]
+                 m["ours"]["sir"] >= 10.9)]
+        if base in m:
+            gap = m["ours"]["sdr"] - m[base]["sdr"]
+            oracle = (f"; NMF with oracle grouping {m['nmf']['sdr']:.2f} dB" if "nmf" in m
+                      else "")
+            out.append(("SDR >= 3 dB above the NMF baseline (MUSIC pairs)",
+                        f"{gap:+.2f} dB ({METHOD_NAMES[base]} {m[base]['sdr']:.2f} dB{oracle})",
+                        gap >= 3.0))
     else:
         out += [("MUSIC targets (SDR >= 6.1 dB, SIR >= 10.9 dB, >= 3 dB above NMF)",
                  "not measured", None)]
@@ -523,6 +563,14 @@ def report(rows, summ, skipped_music, rec, synth_note, rtf, model_id, args,
              f"reconstructions. IRM: |S_i| / sum_j |S_j| with the mixture phase. The mixture "
              f"has no artifacts, so its SAR is unbounded (∞). All baselines "
              f"use a {WINDOW_S * 1000:.0f} ms window, {HOP_S * 1000:.0f} ms hop at the input rate."]
+    if any(m in NMF_LEARNED for m in METHODS_RUN):
+        notes.append("NMF (learnt assignment): KL-NMF of the mixture at 11,025 Hz (20 components "
+                     "per asked instrument and 20 for the residual), each component given to an "
+                     "asked label by the bundled classifier (`avsplit.nmf`, features of its "
+                     "basis, pitch and activation, pitch-range prior); with the network prior, "
+                     "the share of each component under the network's masks enters as a log "
+                     "prior. mean: masks of ours and of the NMF averaged; choice: per clip the "
+                     "masks that give each bin more decidedly to one stem (energy-weighted).")
     if skipped_music:
         notes.append(f"MUSIC pairs of one instrument twice, skipped: {', '.join(skipped_music)}.")
     if any(r["set"].startswith("URMP") for r in rows):
@@ -598,6 +646,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's own choice)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                        help="comma-separated subset of " + ",".join(METHODS)
+                             + " (ours is always run)")
+    parser.add_argument("--nmf-classifier", type=Path, default=None,
+                        help="classifier of the NMF separator for the nmf_learned* methods "
+                             "(default: the bundled weights/instrument_nmf_classifier.npz)")
     parser.add_argument("--json-out", type=Path, default=None, help="write per-item rows here")
     parser.add_argument("--write", type=Path, default=None,
                         help="replace the instruments section of this markdown file "
@@ -610,9 +664,22 @@ def main() -> None:
 
     model = Engine(args.device).separator("instrument-separator", args.weights)
     model_id = model.model_id
-    if (args.pools / "pool-train.pt").exists() or (args.pools / "nmf-dictionaries.npz").exists():
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        parser.error(f"unknown --methods {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    METHODS_RUN[:] = [m for m in METHODS if m in methods or m == "ours"]
+    nmf_sep = None
+    if set(methods) & set(NMF_LEARNED):
+        from avsplit.nmf import load_nmf_separator
+
+        nmf_sep = load_nmf_separator(args.nmf_classifier)
+        model_id = {**model_id, "nmf_classifier": nmf_sep.model_id}
+    have_dicts = ((args.pools / "pool-train.pt").exists()
+                  or (args.pools / "nmf-dictionaries.npz").exists())
+    if "nmf_sup" in methods and have_dicts:
         NMF_DICTS.update(learn_nmf_dictionaries(args.pools))
-    else:
+    elif "nmf_sup" in methods:
         print(f"supervised NMF skipped: no {args.pools}/pool-train.pt", flush=True)
     items, skipped, synth_note = [], [], None
     if "music" in sets:
@@ -633,11 +700,11 @@ def main() -> None:
                          music_mix[0]["labels"])
     rows = []
     for it in items:
-        rows.append(score(model, it))
+        rows.append(score(model, it, methods, nmf_sep))
         r = rows[-1]
         print(json.dumps({"set": r["set"], "item": r["item"],
                           **{m: [round(float(np.mean(r[m][k])), 2) for k in ("sdr", "sir", "sar")]
-                             for m in METHODS if m in r}}), flush=True)
+                             for m in METHODS_RUN if m in r}}), flush=True)
     mr = [r for r in rows if r["set"] == "MUSIC pairs"]
     rtf = sum(r["separate_s"] for r in mr) / sum(r["seconds"] for r in mr) if mr else None
     rec = (recognition(args.data, args.limit, args.device, args.weights) if "recognition" in sets

@@ -58,6 +58,12 @@ MODELS: dict[str, ModelEntry] = {
                    11025, "MIT (trained by avsplit)",
                    "python -m avsplit.train music-data; python -m avsplit.train instruments",
                    "avsplit.models.instruments:EnsembleSeparator"),
+        ModelEntry("instrument-nmf", "instrument_nmf_classifier.npz",
+                   "6a9be40ce5c5436798b94c4bebfd24e587f37bd3b4889e0e016e34261d1492d4",
+                   "instrument separation, second separator: KL-NMF of the mixture, components "
+                   "assigned to the asked labels by a learnt classifier (numpy MLP, 11.025 kHz)",
+                   11025, "MIT (trained by avsplit)",
+                   "python -m avsplit.train music-data; python -m avsplit.train nmf"),
         ModelEntry("face-detector", "face_detection_short_range.tflite",
                    "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
                    "face detection (BlazeFace short range)", None, "Apache-2.0",

@@ -19,7 +19,8 @@ from avsplit.results import Stem
 
 def plan(clip: Clip, engine: Engine, options: SeparateOptions, progress: Progress) -> Plan:
     """Plan the instrument stems of ``clip`` (see the module docstring)."""
-    a = analyse_instruments(clip, engine, options.query or None, options.weights, progress)
+    a = analyse_instruments(clip, engine, options.query or None, options.weights, progress,
+                            options.separator)
     notes = list(a.notes)
     stems: list[Stem] = []
     weights = np.zeros((len(a.stems), len(a.masks)), np.float32)

@@ -3,6 +3,7 @@
     python -m avsplit.train speech --data ../shared/data --out runs/speech2
     python -m avsplit.train music-data --out runs/music --scores 700
     python -m avsplit.train instruments --pools runs/music --data ../shared/data --out runs/instruments
+    python -m avsplit.train nmf --pools runs/music --out runs/nmf
 """
 
 from __future__ import annotations
@@ -43,6 +44,18 @@ def main() -> None:
     it.add_argument("--lr", type=float, default=1e-3)
     it.add_argument("--threads", type=int, default=2)
     it.add_argument("--init", type=Path, default=None, help="checkpoint to warm-start from")
+    nm = sub.add_parser("nmf", help="component classifier of the NMF instrument separator")
+    nm.add_argument("--pools", type=Path, default=Path("runs/music"))
+    nm.add_argument("--out", type=Path, default=Path("runs/nmf"))
+    nm.add_argument("--mixtures", type=int, default=2000, help="training mixtures (6 s each)")
+    nm.add_argument("--tune-mixtures", type=int, default=150)
+    nm.add_argument("--valid-mixtures", type=int, default=200)
+    nm.add_argument("--steps", type=int, default=3000, help="classifier optimisation steps")
+    nm.add_argument("--per-label", type=int, default=20,
+                    help="NMF components per asked instrument (and for the residual)")
+    nm.add_argument("--threads", type=int, default=1)
+    nm.add_argument("--no-net-prior", action="store_true",
+                    help="do not tune the weight of the network-mask prior (no network run)")
     args = parser.parse_args()
     if args.task == "speech":
         from avsplit.train.speech import train
@@ -53,6 +66,13 @@ def main() -> None:
         from avsplit.train.instruments import render_data
 
         render_data(args.out, args.scores, args.valid_scores, args.seed, args.workers)
+    elif args.task == "nmf":
+        from avsplit.train.nmf import train
+
+        train(args.pools, args.out, n_train=args.mixtures, n_tune=args.tune_mixtures,
+              n_valid=args.valid_mixtures, steps=args.steps, threads=args.threads,
+              per_label=args.per_label,
+              net_prior=not args.no_net_prior)
     else:
         from avsplit.train.instruments import train
 
