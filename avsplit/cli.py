@@ -177,11 +177,11 @@ def separate(
     weights: Optional[Path] = typer.Option(None, "--weights",
                                            help="Separator checkpoint to use instead of the bundled one "
                                            "(speech for onscreen/speakers, instruments for instruments)."),
-    separator: SeparatorKind = typer.Option(
-        SeparatorKind.net, "--separator",
-        help="instruments: net (default): the instrument network; nmf: NMF of the mixture with a "
-        "learnt assignment of its components; combined: the mean of the network's masks and the "
-        "NMF's (grouped with the network's masks as prior)."),
+    separator: Optional[SeparatorKind] = typer.Option(
+        None, "--separator",
+        help="instruments: combined (default): the mean of the instrument network's masks and "
+        "the NMF's (grouped with the network's masks as prior); net: the network alone; nmf: NMF "
+        "of the mixture with a learnt assignment of its components."),
     no_enhance: bool = typer.Option(False, "--no-enhance",
                                     help="onscreen/speakers: let our separator's background slot "
                                     "decide speech vs. background instead of the pretrained "
@@ -228,7 +228,7 @@ def separate(
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--query") from None
         mode = Mode.instruments
-    if separator != SeparatorKind.net and mode != Mode.instruments:
+    if separator is not None and mode != Mode.instruments:
         raise typer.BadParameter("--separator only works with --mode instruments (or --query)",
                                  param_hint="--separator")
     try:
@@ -241,7 +241,7 @@ def separate(
     options = SeparateOptions(mode=(mode or Mode.onscreen).value, fmt=fmt.value, video=not no_video,
                               audio_stream=audio_stream, query=labels, weights=weights,
                               enhance=not no_enhance, report=report,
-                              separator=separator.value)
+                              separator=(separator or SeparatorKind.combined).value)
     task = SeparateTask(options, outdir, filename, device.value, events)
 
     def describe(line: dict) -> None:

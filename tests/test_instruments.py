@@ -246,7 +246,8 @@ def test_query_on_audio_only_input_writes_labelled_stems_and_residual(duet_wav, 
     np.testing.assert_allclose(sum(a for a, _ in parts), mix, atol=1e-3)
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["mode"] == "instruments" and manifest["query"] == ["cello", "flute"]
-    assert {m["name"] for m in manifest["models"]} == {"instrument-separator"}
+    # the default separator is the mean of the network's masks and the NMF's
+    assert {m["name"] for m in manifest["models"]} == {"instrument-separator", "instrument-nmf"}
     entries = {f["file"]: f for f in manifest["files"]}
     assert entries["cello.wav"]["label"] == "cello" and "audio_confidence" in entries["cello.wav"]
     assert [x["status"] for x in json_lines(res.stdout)] == ["done"]

@@ -26,7 +26,7 @@ class SeparateOptions:
     enhance: bool = True
     events: Path | None = None  # --events FILE.csv (this input's path, see avsplit.events.events_path)
     report: bool = False  # --report: report.html in the clip folder
-    separator: str = "net"  # --separator (instruments): net | nmf | combined
+    separator: str = "combined"  # --separator (instruments): combined | net | nmf
 
 
 @dataclass
