@@ -63,19 +63,20 @@ from avsplit.train import corpus
 WINDOW_S, HOP_S = 1024 / 11025, 256 / 11025
 URMP_MAX_S, SYNTH_S, SYNTH_ITEMS = 10.0, 6.0, 40
 METHODS = ("ours", "mixture", "nmf_sup", "nmf", "irm", "nmf_learned", "nmf_learned_net",
-           "mean", "mean_prior", "choice")
+           "mean", "mean_prior", "choice", "net_soft")
 DEFAULT_METHODS = ("ours", "mixture", "nmf_sup", "nmf", "irm")
 #: Methods from the NMF separator with the learnt assignment (``--nmf-classifier``); the last
 #: three combine it with the network (:data:`avsplit.nmf.RULES`).
 NMF_LEARNED = {"nmf_learned": None, "nmf_learned_net": "prior", "mean": "mean",
-               "mean_prior": "mean_prior", "choice": "choice"}
+               "mean_prior": "mean_prior", "choice": "choice", "net_soft": "soft"}
 METHOD_NAMES = {"ours": "ours", "mixture": "mixture floor", "nmf_sup": "NMF (supervised)",
                 "nmf": "NMF (oracle grouping)", "irm": "IRM ceiling",
                 "nmf_learned": "NMF (learnt assignment)",
                 "nmf_learned_net": "NMF (learnt assignment + network prior)",
                 "mean": "mean of ours and NMF (learnt)",
                 "mean_prior": "mean of ours and NMF (learnt + prior)",
-                "choice": "per clip: ours or NMF (learnt + prior), more confident"}
+                "choice": "per clip: ours or NMF (learnt + prior), more confident",
+                "net_soft": "control: ours averaged with its own masks spread evenly"}
 #: The methods of this run, in table order (set from ``--methods``).
 METHODS_RUN: list[str] = list(DEFAULT_METHODS)
 SETS = ("MUSIC pairs", "URMP pairs", "URMP trios", "synthetic validation")
@@ -299,6 +300,10 @@ def learned_nmf_estimates(model, nmf_sep, mix: np.ndarray, rate: int, labels: li
         if m not in NMF_LEARNED:
             continue
         rule = NMF_LEARNED[m]
+        if rule == "soft":  # is an average's gain only softer masks? same total, spread evenly
+            even = np.repeat(net.sum(0, keepdims=True) / len(net), len(net), 0)
+            out[m] = model.apply(mix[None], rate, 0.5 * (net + even))[:, 0]
+            continue
         m_nmf = masks["plain" if rule in (None, "mean") else "prior"]
         est = m_nmf if rule is None else combine_masks(net, m_nmf, rule, power)
         out[m] = model.apply(mix[None], rate, est)[:, 0]
