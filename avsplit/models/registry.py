@@ -52,7 +52,7 @@ MODELS: dict[str, ModelEntry] = {
                    "python -m avsplit.train speech --data ../shared/data",
                    "avsplit.models.speech:SpeechSeparator"),
         ModelEntry("instrument-separator", "instrument_unet.pt",
-                   "6e9ca224b63f476380f263ce990894b7605bc1e3dec6593c3dab1d190b8f39bb",
+                   "b0064e1aea14eea0e03d7057d4a652a6213b84f109acdccceb651daade55f864",
                    "instrument separation: mixture + the labels in it -> one stem each + residual "
                    "(log-frequency U-Net + BLSTM, competing masks, 11.025 kHz)",
                    11025, "MIT (trained by avsplit)",
