@@ -455,6 +455,9 @@ def combine_masks(net: np.ndarray, nmf: np.ndarray, rule: str,
     raise ValueError(f"unknown combination rule {rule!r}; one of {', '.join(RULES)}")
 
 
+COMBINE_BLOCK = 4096  # frames combined at a time (about 95 s at 11,025 Hz / hop 256)
+
+
 class CombinedSeparator(Separator):
     """The instrument network and the NMF separator together (:func:`combine_masks`), behind
     the same interface as either.
@@ -491,7 +494,13 @@ class CombinedSeparator(Separator):
 
             power = (stft(torch.from_numpy(np.ascontiguousarray(wave, np.float32)), self.n_fft,
                           self.hop).abs() ** 2).numpy()
-        out = combine_masks(net, nmf, self.rule, power).astype(np.float16)
+        if self.rule == "choice":  # one decision for the whole clip
+            out = combine_masks(net, nmf, self.rule, power).astype(np.float16)
+        else:  # frame blocks: no whole-clip float32 copies of long inputs' masks
+            out = np.empty(net.shape, np.float16)
+            for f0 in range(0, net.shape[2], COMBINE_BLOCK):
+                f1 = min(net.shape[2], f0 + COMBINE_BLOCK)
+                out[:, :, f0:f1] = combine_masks(net[:, :, f0:f1], nmf[:, :, f0:f1], self.rule)
         if allocate is not None:
             stored = allocate(out.shape, np.float16)
             stored[:, :, 0:out.shape[2]] = out

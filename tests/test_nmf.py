@@ -270,3 +270,24 @@ def test_cli_separator_option_needs_the_instruments_mode(tmp_path):
     assert res.returncode == 2 and "--separator" in res.stderr
     res = _separate(wav, "--query", "cello", "--separator", "svm", "-o", tmp_path / "out")
     assert res.returncode == 2
+
+
+def test_combined_masks_are_the_same_in_frame_blocks(monkeypatch):
+    """Long inputs are combined block by block over frames (no whole-clip float32 copies);
+    the result must not depend on the block size."""
+    from types import SimpleNamespace
+
+    import avsplit.nmf as nmf_module
+
+    mix = sources().sum(0)
+    frames = len(mix) // HOP + 1
+    fixed = np.random.default_rng(3).uniform(0, 0.5, (2, N_FFT // 2 + 1, frames)).astype(np.float16)
+    network = SimpleNamespace(config=SimpleNamespace(sample_rate=RATE, n_fft=N_FFT, hop=HOP),
+                              model_id={"name": "net", "file": "-", "sha256": "-"},
+                              masks=lambda wave, labels: fixed)
+    whole = CombinedSeparator(network, separator(), "mean_prior").masks(mix, ["cello", "flute"])
+    monkeypatch.setattr(nmf_module, "COMBINE_BLOCK", 7)
+    blocks = CombinedSeparator(network, separator(), "mean_prior").masks(mix, ["cello", "flute"])
+    assert whole.shape == (2, N_FFT // 2 + 1, frames) and whole.dtype == np.float16
+    assert np.array_equal(whole, blocks) and frames > 7
+    assert not np.array_equal(whole, fixed)  # the NMF's masks are in it
