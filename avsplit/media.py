@@ -278,9 +278,7 @@ def iter_frames(path: PathLike, max_side: int | None = 640,
     if container is not None:
         frames = _decode_frames(container, path, max_side, fps, own=False)
         first = next(frames, None)
-        vs = _video_stream(container)
-        nominal = float(vs.average_rate or vs.guessed_rate or 25)
-        if first is not None and first[0] <= 1.5 / nominal:
+        if first is not None and first[0] <= 1.5 / _nominal_rate(_video_stream(container)):
             yield first
             yield from frames
             return
@@ -290,6 +288,11 @@ def iter_frames(path: PathLike, max_side: int | None = 640,
         frames.close()
     with _open(path) as fresh:
         yield from _decode_frames(fresh, path, max_side, fps, own=True)
+
+
+def _nominal_rate(vs) -> float:
+    """A video stream's nominal frame rate (frames per second; 25 when it gives none)."""
+    return float(vs.average_rate or vs.guessed_rate or 25)
 
 
 def _decode_frames(container: av.container.InputContainer, path: PathLike,
@@ -302,7 +305,7 @@ def _decode_frames(container: av.container.InputContainer, path: PathLike,
     if own:  # a reused container's codec may already be open (its threading is set)
         vs.thread_type = "AUTO"
     start = container.start_time / av.time_base if container.start_time is not None else 0.0
-    rate = float(vs.average_rate or vs.guessed_rate or 25)
+    rate = _nominal_rate(vs)
     step = 1.0 / fps if fps else 0.0
     due = None
     last = None

@@ -27,6 +27,7 @@ Training: :mod:`avsplit.train.nmf`; weights: ``weights/instrument_nmf_classifier
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -117,14 +118,10 @@ def _harmonic_map(bins: int, rate: int, n_fft: int) -> np.ndarray:
     return out
 
 
-_MAPS: dict = {}
-
-
+@lru_cache(maxsize=None)
 def _maps(bins: int, rate: int = RATE, n_fft: int = N_FFT):
-    key = (bins, rate, n_fft)
-    if key not in _MAPS:
-        _MAPS[key] = (_log_map(bins, rate, n_fft), _harmonic_map(bins, rate, n_fft))
-    return _MAPS[key]
+    """``(log map, harmonic map)`` of an STFT axis, built once per grid."""
+    return _log_map(bins, rate, n_fft), _harmonic_map(bins, rate, n_fft)
 
 
 def component_pitch(W: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

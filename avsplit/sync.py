@@ -16,8 +16,8 @@ Two cues:
   weighted Pearson r over the whole track: a frame counts by how much the mouth moves there
   or whether there is speech, whichever is larger (the measures of DESIGN.md: a still mouth
   while someone speaks is evidence against that lag, silence with a still mouth is next to
-  no evidence; :func:`avsplit.synchrony.lip_curve`, which the association uses too, over
-  lags near the natural one). The face with the most confident curve gives the offset.
+  no evidence; :func:`avsplit.synchrony.lip_curve`). The face with the most confident curve
+  gives the offset.
 * ``motion`` (no face): onsets of the picture's motion energy (half-wave rectified rise of
   the log motion energy, :mod:`avsplit.vision.motion`) against onsets of the sound (rise of
   the envelope in dB) - a hit, a bark, a step is seen and heard at once.

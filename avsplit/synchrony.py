@@ -1,4 +1,5 @@
-"""Audio-visual synchrony measures shared by the association and ``avsplit sync``.
+"""Audio-visual synchrony measures: ``avsplit sync``'s lag curves, the envelope and mouth
+movement that the association and the event timeline read.
 
 What is seen (a face's jaw opening, the picture's motion) and what is heard (a source's RMS
 envelope) are put on one 10 ms grid and correlated over audio lags (Owens & Efros, 2018,
@@ -7,9 +8,9 @@ envelope) are put on one 10 ms grid and correlated over audio lags (Owens & Efro
 mouth moves or whether there is sound, whichever is larger, so that a still mouth while a voice
 speaks counts against that voice and silence with a still mouth counts next to nothing (the
 measures of DESIGN.md). The peak is read as a z-score, ``r * sqrt(evidence seconds /
-decorrelation time)`` (:attr:`LagCurve.z`). :mod:`avsplit.associate` searches the lags near
-the natural lip-to-sound lag to tell which voice belongs to which face; :mod:`avsplit.sync`
-searches ±1 s to measure an offset.
+decorrelation time)`` (:attr:`LagCurve.z`). :mod:`avsplit.sync` searches ±1 s to measure an
+offset; :mod:`avsplit.associate` and :mod:`avsplit.events` use :func:`speech_envelope` and
+:func:`mouth_movement`.
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ def activity(x: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
 
 def lag_curve(seen: np.ndarray, seen_mask: np.ndarray, seen_act: np.ndarray,
               heard: np.ndarray, heard_act: np.ndarray, cue: str, track_id: int | None = None,
-              max_lag_s: float = 1.0, centre_s: float = 0.0) -> LagCurve:
+              max_lag_s: float = 1.0) -> LagCurve:
     """Weighted Pearson correlation of a visual and an audio signal over audio lags.
 
     For lag ``L`` (``k = L / STEP_S`` grid steps), visual sample ``t`` is paired with audio
@@ -141,14 +142,13 @@ def lag_curve(seen: np.ndarray, seen_mask: np.ndarray, seen_act: np.ndarray,
         seen, seen_mask, seen_act: ``[N]`` float64 visual signal on the :data:`STEP_S` grid,
             bool where it is valid, and its activity 0..1.
         heard, heard_act: ``[M]`` float64 audio signal on the same grid and its activity.
-        max_lag_s, centre_s: the search covers ``centre_s - max_lag_s .. centre_s + max_lag_s``
-            seconds (default ±1 s, symmetric about 0).
+        max_lag_s: the search covers ``-max_lag_s..+max_lag_s`` seconds symmetrically.
 
     Returns:
         A :class:`LagCurve` with lags every :data:`STEP_S`.
     """
-    lags = np.arange(int(round((centre_s - max_lag_s) / STEP_S)),
-                     int(round((centre_s + max_lag_s) / STEP_S)) + 1)
+    kmax = int(round(max_lag_s / STEP_S))
+    lags = np.arange(-kmax, kmax + 1)
     r = np.zeros(len(lags))
     ev = np.zeros(len(lags))
     n, m = len(seen), len(heard)
@@ -225,10 +225,9 @@ def mouth_movement(track: VisualTrack, grid: np.ndarray
 
 
 def lip_curve(track: VisualTrack, heard: tuple[np.ndarray, np.ndarray], grid: np.ndarray,
-              max_lag_s: float = 1.0, centre_s: float = 0.0) -> LagCurve:
+              max_lag_s: float = 1.0) -> LagCurve:
     """:func:`lag_curve` of a face track's jaw opening (``activity``, NaN where unseen) against
-    the audio side of :func:`heard_signal` (``lips`` cue), over the lags of ``centre_s ±
-    max_lag_s`` seconds."""
+    the audio side of :func:`heard_signal` (``lips`` cue), over ``±max_lag_s`` seconds."""
     jaw, valid, act = mouth_movement(track, grid)
     return lag_curve(rate_of_change(jaw, valid), valid, act, *heard, "lips", int(track.track_id),
-                     max_lag_s, centre_s)
+                     max_lag_s)
