@@ -4,6 +4,7 @@ pieces behave."""
 import itertools
 
 import numpy as np
+import pytest
 import torch
 from helpers import RATE, voice_like
 
@@ -151,7 +152,7 @@ def test_extractor_warm_started_from_the_blind_separator_starts_as_it():
     torch.manual_seed(0)
     blind = SpeechSeparator(SpeechSeparatorConfig(hidden=16, proj=16, layers=1)).eval()
     cued = SpeechSeparator(SpeechSeparatorConfig(hidden=16, proj=16, layers=1, cue_channels=2)).eval()
-    cued.load_blind(blind.state_dict())
+    cued.load_warm_start(blind.state_dict())
     spec = torch.randn(1, 257, 40, dtype=torch.complex64)
     cue = torch.randn(1, 2, 40)
     with torch.no_grad():
@@ -160,6 +161,25 @@ def test_extractor_warm_started_from_the_blind_separator_starts_as_it():
         assert not torch.allclose(cued.masks(spec, cue), blind.masks(spec))
     restored = SpeechSeparator.from_checkpoint(cued.to_checkpoint())
     assert restored.config.cue_channels == 2
+
+
+def test_a_widened_separator_starts_as_the_one_it_grew_from_and_can_then_change():
+    torch.manual_seed(1)
+    small = SpeechSeparator(SpeechSeparatorConfig(hidden=16, proj=16, layers=1)).eval()
+    wide = SpeechSeparator(SpeechSeparatorConfig(hidden=16, proj=16, layers=1, residual_layers=2,
+                                                 residual_hidden=8)).eval()
+    wide.load_warm_start(small.state_dict())
+    spec = torch.randn(1, 257, 30, dtype=torch.complex64)
+    with torch.no_grad():
+        torch.testing.assert_close(wide.masks(spec), small.masks(spec))
+        wide.refine[1].proj.weight.normal_()
+        assert not torch.allclose(wide.masks(spec), small.masks(spec))
+    assert sum(p.numel() for p in wide.parameters()) > sum(p.numel() for p in small.parameters())
+    restored = SpeechSeparator.from_checkpoint(wide.to_checkpoint())
+    assert restored.config.residual_layers == 2
+    with pytest.raises(ValueError):  # a network of another shape is not a warm start
+        SpeechSeparator(SpeechSeparatorConfig(hidden=8, proj=16, layers=1)).load_warm_start(
+            small.state_dict())
 
 
 def test_a_voice_parked_in_the_background_slot_is_penalised():

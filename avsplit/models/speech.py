@@ -34,6 +34,12 @@ class SpeechSeparatorConfig:
         cue_channels: 0 for the blind separator; 2 for the target-speaker extractor steered
             by a face's mouth-motion cue (:func:`avsplit.cue.mouth_cue`): with a cue, slot 0
             is the cue's voice; with an all-zero cue it is the blind separator.
+        residual_layers, residual_hidden: BLSTM blocks stacked on the BLSTM with a residual
+            connection (``h + W * BLSTM(LayerNorm(h))``, ``residual_hidden`` units per
+            direction). ``W`` starts at zero, so a network widened this way from trained
+            weights starts as exactly that network (function-preserving growth, as in
+            Net2Net, Chen et al. 2016, and zero-initialised residual branches, Goyal et al.
+            2017): capacity is added when the learning curve of the smaller one flattens.
     """
 
     sample_rate: int = 16000
@@ -44,6 +50,23 @@ class SpeechSeparatorConfig:
     hidden: int = 192
     layers: int = 2
     cue_channels: int = 0
+    residual_layers: int = 0
+    residual_hidden: int = 256
+
+
+class _ResidualBLSTM(nn.Module):
+    """``h + W * BLSTM(LayerNorm(h))`` on ``[batch, frames, width]``; ``W`` starts at zero."""
+
+    def __init__(self, width: int, hidden: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.blstm = nn.LSTM(width, hidden, 1, batch_first=True, bidirectional=True)
+        self.proj = nn.Linear(2 * hidden, width)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.proj(self.blstm(self.norm(h))[0])
 
 
 class SpeechSeparator(nn.Module):
@@ -61,6 +84,8 @@ class SpeechSeparator(nn.Module):
         self.n_slots = c.n_speakers + 1
         self.input = nn.Sequential(nn.Linear(bins, c.proj), nn.LayerNorm(c.proj))
         self.blstm = nn.LSTM(c.proj, c.hidden, c.layers, batch_first=True, bidirectional=True)
+        self.refine = nn.Sequential(*[_ResidualBLSTM(2 * c.hidden, c.residual_hidden)
+                                      for _ in range(c.residual_layers)])
         self.output = nn.Linear(2 * c.hidden, bins * self.n_slots)
         if c.cue_channels:
             # a short temporal filter over the cue (+-64 ms: lip-to-sound lags vary), added to
@@ -94,6 +119,7 @@ class SpeechSeparator(nn.Module):
                 cue = torch.zeros(h.shape[0], self.config.cue_channels, h.shape[1], device=h.device)
             h = h + self.cue(cue.to(h.dtype)).transpose(1, 2)
         h, _ = self.blstm(h)
+        h = self.refine(h)
         logits = self.output(h)  # [B, T, slots*bins]
         b, t, _ = logits.shape
         logits = logits.view(b, t, self.n_slots, -1).permute(0, 2, 3, 1)
@@ -128,8 +154,18 @@ class SpeechSeparator(nn.Module):
         model.load_state_dict(ckpt["state_dict"])
         return model.eval()
 
-    def load_blind(self, state_dict: dict) -> None:
-        """Warm start from a blind separator's weights (the cue layers keep their init)."""
-        missing, unexpected = self.load_state_dict(state_dict, strict=False)
-        if unexpected or any(not k.startswith("cue.") for k in missing):
+    def load_warm_start(self, state_dict: dict) -> None:
+        """Warm start from a smaller separator's weights: the layers it lacks (the cue input,
+        residual BLSTM blocks) keep their zero-output init, so the result computes the same
+        masks as the network the weights come from.
+
+        Raises:
+            ValueError: the weights have other layer names or shapes than this network's
+                shared layers.
+        """
+        try:
+            missing, unexpected = self.load_state_dict(state_dict, strict=False)
+        except RuntimeError as err:  # a shared layer of another shape
+            raise ValueError(f"not a compatible separator: {err}") from None
+        if unexpected or any(not k.startswith(("cue.", "refine.")) for k in missing):
             raise ValueError(f"not a compatible separator: missing {missing}, unexpected {unexpected}")

@@ -25,6 +25,11 @@ def main() -> None:
     sp.add_argument("--lr", type=float, default=1e-3)
     sp.add_argument("--threads", type=int, default=2)
     sp.add_argument("--init", type=Path, default=None, help="checkpoint to warm-start from")
+    sp.add_argument("--residual-layers", type=int, default=None,
+                    help="residual BLSTM blocks on top (widens the --init network; they start "
+                         "at zero output)")
+    sp.add_argument("--residual-hidden", type=int, default=None,
+                    help="units per direction of each residual block (default 256)")
     sp.add_argument("--cue", action="store_true",
                     help="train the face-cued target-speaker extractor (--init: blind weights)")
     md = sub.add_parser("music-data", help="render the synthetic instrument stems (fluidsynth)")
@@ -61,7 +66,8 @@ def main() -> None:
         from avsplit.train.speech import train
 
         train(args.data, args.out, steps=args.steps, batch=args.batch, seconds=args.seconds,
-              lr=args.lr, threads=args.threads, init=args.init, cue=args.cue)
+              lr=args.lr, threads=args.threads, init=args.init, cue=args.cue,
+              residual_layers=args.residual_layers, residual_hidden=args.residual_hidden)
     elif args.task == "music-data":
         from avsplit.train.instruments import render_data
 

@@ -32,7 +32,8 @@ def fit(model, out: Path, loss_of: Callable[[np.random.Generator], torch.Tensor]
             mean decides ``best.pt``).
         steps: total optimiser steps; the learning rate decays from ``lr`` to ``lr / 10``
             (cosine).
-        init: a checkpoint or exported weights file with the same layer shapes to start from
+        init: a checkpoint or exported weights file with the same layer shapes (or, for a
+            model with ``load_warm_start``, a subset of them) to start from
             (ignored when resuming); the step stored in it continues the schedule and the
             CPU-time count, with a fresh optimiser.
         score: ``metrics -> float`` that decides ``best.pt`` (default: the mean of all).
@@ -53,7 +54,8 @@ def fit(model, out: Path, loss_of: Callable[[np.random.Generator], torch.Tensor]
     elif init is not None:
         ck = torch.load(init, map_location="cpu", weights_only=True)
         weights = ck["model"] if "model" in ck else ck
-        model.load_state_dict(weights["state_dict"])
+        # a network with added zero-output layers loads the smaller one's weights
+        getattr(model, "load_warm_start", model.load_state_dict)(weights["state_dict"])
         meta = ck.get("meta", ck)
         step, cpu_before = int(meta.get("step", 0)), float(meta.get("cpu_s", 0.0))
         print(f"warm start from {init} at step {step}", flush=True)

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -430,12 +430,16 @@ def evaluate_cued(model: SpeechSeparator, sets: dict, cues: dict, real: list) ->
 def train(data: Path, out: Path, steps: int = 30000, batch: int = 8, seconds: float = 2.0,
           lr: float = 1e-3, checkpoint_minutes: float = 4.0, eval_every: int = 500,
           config: SpeechSeparatorConfig | None = None, seed: int = 0, threads: int = 2,
-          init: Path | None = None, cue: bool = False) -> Path:
+          init: Path | None = None, cue: bool = False, residual_layers: int | None = None,
+          residual_hidden: int | None = None) -> Path:
     """Train (or resume) and write ``out/best.pt`` (best synthetic validation) and ``out/last.pt``.
 
     Logs one JSON line per evaluation to ``out/log.jsonl``. Returns the path of ``best.pt``.
     ``init``: exported weights or a checkpoint to start from (ignored when resuming from
     ``out/last.pt``); its stored step continues the learning-rate schedule.
+    The network's shape comes from ``config``, else from ``out/last.pt`` or ``init``, else the
+    default; ``residual_layers``/``residual_hidden`` override it (widening a trained network:
+    the added blocks start at zero output, see :class:`SpeechSeparatorConfig`).
     ``cue``: train the target-speaker extractor (``cue_channels = 2``): ``init`` must then be
     the blind separator's weights; its schedule starts at step 0; the pseudo-visual cue's jaw
     model is fitted on the real single-talker clips (:mod:`avsplit.train.cue`).
@@ -444,7 +448,10 @@ def train(data: Path, out: Path, steps: int = 30000, batch: int = 8, seconds: fl
     if cue:
         return _train_cued(data, out, steps, batch, seconds, lr, checkpoint_minutes, eval_every,
                            seed, init)
-    config = config or SpeechSeparatorConfig()
+    config = config or _stored_config(out / "last.pt") or _stored_config(init) or SpeechSeparatorConfig()
+    widen = {k: v for k, v in (("residual_layers", residual_layers),
+                               ("residual_hidden", residual_hidden)) if v is not None}
+    config = SpeechSeparatorConfig(**{**asdict(config), **widen})
     rate = config.sample_rate
     out.mkdir(parents=True, exist_ok=True)
     train_pools = load_pools(data, "train", rate, out / "pools-train.pt")
@@ -467,6 +474,15 @@ def train(data: Path, out: Path, steps: int = 30000, batch: int = 8, seconds: fl
                score=score)
 
 
+def _stored_config(path: Path | None) -> SpeechSeparatorConfig | None:
+    """The network config stored in a checkpoint or exported weights file, if there is one."""
+    if path is None or not Path(path).exists():
+        return None
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    weights = ck["model"] if "model" in ck else ck
+    return SpeechSeparatorConfig(**weights["config"]) if "config" in weights else None
+
+
 def _train_cued(data: Path, out: Path, steps: int, batch: int, seconds: float, lr: float,
                 checkpoint_minutes: float, eval_every: int, seed: int, init: Path | None) -> Path:
     """:func:`train` with ``cue=True``."""
@@ -478,7 +494,7 @@ def _train_cued(data: Path, out: Path, steps: int, batch: int, seconds: float, l
         if init is None:
             raise ValueError("training the extractor needs --init: the blind separator's weights")
         ck = torch.load(init, map_location="cpu", weights_only=True)
-        model.load_blind((ck["model"] if "model" in ck else ck)["state_dict"])
+        model.load_warm_start((ck["model"] if "model" in ck else ck)["state_dict"])
     rate, hop = model.config.sample_rate, model.config.hop
     clips = real_clip_tracks(data, rate, out / "real-tracks.pt")
     loo = leave_one_clip_out(clips)
