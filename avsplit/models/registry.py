@@ -46,7 +46,7 @@ MODELS: dict[str, ModelEntry] = {
     m.name: m
     for m in [
         ModelEntry("speech-blstm", "speech_blstm.pt",
-                   "757b3995b1b137ab19351ffa02fa849107f6b228345a693e5d1fb38b03ec7de2",
+                   "09b0071ab00d71bceb52e4d9c49aa7f46860072057c66a43488deb52b28471b9",
                    "speech separation: 2 voices + background (uPIT BLSTM masks, thresholded-SNR PIT, 16 kHz)",
                    16000, "MIT (trained by avsplit)",
                    "python -m avsplit.train speech --data ../shared/data",
