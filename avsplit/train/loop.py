@@ -17,6 +17,12 @@ import numpy as np
 import torch
 
 
+def model_entry(checkpoint: dict) -> dict:
+    """The ``{"config", "state_dict", ...}`` model entry of a training checkpoint (``last.pt``,
+    ``best.pt``: it sits under ``"model"``) or of an exported weights file (it is the file)."""
+    return checkpoint["model"] if "model" in checkpoint else checkpoint
+
+
 def fit(model, out: Path, loss_of: Callable[[np.random.Generator], torch.Tensor],
         evaluate: Callable[[], dict[str, float]], steps: int, lr: float = 1e-3,
         eval_every: int = 250, checkpoint_minutes: float = 5.0, seed: int = 0,
@@ -53,7 +59,7 @@ def fit(model, out: Path, loss_of: Callable[[np.random.Generator], torch.Tensor]
         print(f"resumed at step {step}", flush=True)
     elif init is not None:
         ck = torch.load(init, map_location="cpu", weights_only=True)
-        weights = ck["model"] if "model" in ck else ck
+        weights = model_entry(ck)
         # a network with added zero-output layers loads the smaller one's weights
         getattr(model, "load_warm_start", model.load_state_dict)(weights["state_dict"])
         meta = ck.get("meta", ck)

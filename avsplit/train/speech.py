@@ -47,7 +47,7 @@ from avsplit.audio import istft, resample, si_sdr, stft, stft_frame_times
 from avsplit.cue import CUE_CHANNELS, mouth_cue
 from avsplit.models.speech import SpeechSeparator, SpeechSeparatorConfig
 from avsplit.train import corpus
-from avsplit.train.loop import fit
+from avsplit.train.loop import fit, model_entry
 
 TWO_VOICE_PROB = 0.75
 TWO_VOICE_BACKGROUND_PROB = 1 / 3
@@ -478,8 +478,7 @@ def _stored_config(path: Path | None) -> SpeechSeparatorConfig | None:
     """The network config stored in a checkpoint or exported weights file, if there is one."""
     if path is None or not Path(path).exists():
         return None
-    ck = torch.load(path, map_location="cpu", weights_only=True)
-    weights = ck["model"] if "model" in ck else ck
+    weights = model_entry(torch.load(path, map_location="cpu", weights_only=True))
     return SpeechSeparatorConfig(**weights["config"]) if "config" in weights else None
 
 
@@ -493,8 +492,7 @@ def _train_cued(data: Path, out: Path, steps: int, batch: int, seconds: float, l
     if not (out / "last.pt").exists():
         if init is None:
             raise ValueError("training the extractor needs --init: the blind separator's weights")
-        ck = torch.load(init, map_location="cpu", weights_only=True)
-        model.load_warm_start((ck["model"] if "model" in ck else ck)["state_dict"])
+        model.load_warm_start(model_entry(torch.load(init, map_location="cpu", weights_only=True))["state_dict"])
     rate, hop = model.config.sample_rate, model.config.hop
     clips = real_clip_tracks(data, rate, out / "real-tracks.pt")
     loo = leave_one_clip_out(clips)
