@@ -27,12 +27,16 @@ from avsplit.synchrony import ENV_HOP_S, ENV_WIN_S, NATURAL_LAG_S, speech_envelo
 
 __all__ = ["ENV_HOP_S", "ENV_WIN_S", "NATURAL_LAG_S", "SyncScore", "Assignment", "speech_envelope",
            "sync_score", "associate", "sync_matrix", "decide", "associate_envelopes",
-           "associate_windows", "frame_weights", "WindowDecision"]
+           "associate_windows", "frame_weights", "WindowDecision", "mouth_moves"]
 
 LAGS_S = np.round(np.arange(-0.3, 0.3001, 0.02), 3)
 LAG_PRIOR = 0.3  # r penalty at 0.35 s from the natural lag (quadratic)
 # decision thresholds (see associate_envelopes)
 Z_BEST, R_BEST, Z_OTHER, R_OTHER, SILENCE_DB = 1.5, 0.15, 2.5, 0.3, -30.0
+# the lone-voice rule (see decide): every other candidate at least LONE_DB below the loudest,
+# the face's mouth moving (10-90 % range of its jaw opening: talking faces of av/speech
+# 0.043-0.091, a still picture of them 0.001) and not against the voice (z >= Z_LONE)
+LONE_DB, MOUTH_RANGE, Z_LONE, Z_LONE_MARGIN = 8.0, 0.03, 0.0, 1.0
 
 
 @dataclass
@@ -67,6 +71,9 @@ class Assignment:
         energy_db: the source's RMS level in dB relative to the loudest candidate.
         scores: one :class:`SyncScore` per face track.
         reason: a short explanation for the manifest.
+        evidence: why it is on-screen: ``"sync"`` (the synchrony thresholds) or
+            ``"lone voice"`` (the only voice, given to the one talking face on weak synchrony;
+            see :func:`decide`); ``""`` when off-screen.
     """
 
     source_index: int
@@ -76,6 +83,7 @@ class Assignment:
     energy_db: float
     scores: list[SyncScore] = field(default_factory=list)
     reason: str = ""
+    evidence: str = ""
 
 
 def _pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -163,11 +171,36 @@ def sync_matrix(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[VisualTra
     return level, scores
 
 
+def mouth_moves(track: VisualTrack, min_range: float = MOUTH_RANGE) -> bool:
+    """Whether a face track's mouth moves as a talker's does: the 10-90 % range of its jaw
+    opening (:attr:`VisualTrack.activity`, over face height) is at least ``min_range``.
+
+    A photo, a still frame or a closed mouth has a range near 0.001 (landmark jitter); the
+    talking faces of ``av/speech`` have 0.043-0.091. Tracks seen on fewer than 10 frames do not
+    count as moving.
+    """
+    a = track.activity[np.isfinite(track.activity)]
+    if len(a) < 10:
+        return False
+    return bool(np.percentile(a, 90) - np.percentile(a, 10) >= min_range)
+
+
 def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
            z_best: float = Z_BEST, r_best: float = R_BEST, z_other: float = Z_OTHER,
-           r_other: float = R_OTHER, silence_db: float = SILENCE_DB) -> list[Assignment]:
+           r_other: float = R_OTHER, silence_db: float = SILENCE_DB,
+           moving: list[bool] | None = None, lone_db: float = LONE_DB) -> list[Assignment]:
     """The association rule on precomputed :func:`sync_matrix` output (see
-    :func:`associate_envelopes`); sources scored but quieter than ``silence_db`` are empty."""
+    :func:`associate_envelopes`); sources scored but quieter than ``silence_db`` are empty.
+
+    ``moving``: per face track, whether its mouth moves (:func:`mouth_moves`); given, the
+    lone-voice rule applies: when the loudest candidate is the only voice (every other one at
+    least ``lone_db`` dB quieter) and no face took it, it goes to the one face whose mouth
+    moves and whose synchrony with it is not negative (``z >= Z_LONE``; of several moving
+    faces, only to one that leads the next by ``Z_LONE_MARGIN`` in z). Where the jaw follows
+    the voice too loosely for the thresholds (TV heads, a talker in a loud room: r 0.1-0.3),
+    a visible talker with the only voice in the clip is most likely its source; a photo or a
+    still face never takes it. Use ``lone_db=inf`` to turn the rule off.
+    """
     active = [k for k in scores if level[k] >= silence_db]
     matched: dict[int, SyncScore] = {}
     if active and n_tracks:
@@ -185,17 +218,35 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
         s = max(scores[k], key=lambda s: s.z)
         if s.z >= z_other and s.r >= r_other:
             matched[k] = s
+    lone = None  # (source, score) of the lone-voice rule
+    if active and n_tracks and moving is not None:
+        loud = max(active, key=lambda k: level[k])
+        quiet = all(level[k] <= level[loud] - lone_db for k in active if k != loud)
+        taken = {s.track_id for s in matched.values()}
+        faces = sorted((s for s in scores[loud] if moving[s.track_id] and s.z >= Z_LONE
+                        and s.track_id not in taken), key=lambda s: -s.z)
+        if quiet and loud not in matched and faces and (
+                len(faces) == 1 or faces[0].z - faces[1].z >= Z_LONE_MARGIN):
+            lone = (loud, faces[0])
+            matched[loud] = faces[0]
     out = []
     for k in range(len(level)):
         if k not in active:
             out.append(Assignment(k, False, None, 0.0, float(level[k]), [], f"empty source ({level[k]:.0f} dB)"))
         elif not n_tracks:
             out.append(Assignment(k, False, None, 0.0, float(level[k]), [], "no face visible"))
+        elif lone is not None and k == lone[0]:
+            s = lone[1]
+            out.append(Assignment(k, True, s.track_id, float(0.5 / (1 + np.exp(-(s.z - z_best)))),
+                                  float(level[k]), scores[k],
+                                  f"the only voice, and face {s.track_id}'s mouth moves "
+                                  f"(weak sync: r={s.r:.2f}, z={s.z:.1f})", "lone voice"))
         elif k in matched:
             s = matched[k]
             out.append(Assignment(k, True, s.track_id, float(1 / (1 + np.exp(-(s.z - z_best)))),
                                   float(level[k]), scores[k],
-                                  f"in sync with face {s.track_id} (r={s.r:.2f}, z={s.z:.1f})"))
+                                  f"in sync with face {s.track_id} (r={s.r:.2f}, z={s.z:.1f})",
+                                  "sync"))
         else:
             best = max(scores[k], key=lambda s: s.z)
             out.append(Assignment(k, False, None, float(1 / (1 + np.exp(best.z - z_best))),
@@ -206,16 +257,18 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
 
 def associate_envelopes(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[VisualTrack],
                         z_best: float = Z_BEST, r_best: float = R_BEST, z_other: float = Z_OTHER,
-                        r_other: float = R_OTHER, silence_db: float = SILENCE_DB
-                        ) -> list[Assignment]:
+                        r_other: float = R_OTHER, silence_db: float = SILENCE_DB,
+                        lone_db: float = LONE_DB) -> list[Assignment]:
     """Decide for each candidate source whether it is the voice of a visible face.
 
     Faces and sources are first paired one to one (the pairing with the largest total z,
     Hungarian assignment); a face keeps its source when ``z >= z_best`` and ``r >= r_best``.
     Any other source joins its best face only on strong evidence (``z >= z_other`` and
-    ``r >= r_other``: a voice the separator split over two slots). The defaults were tuned
-    with ``benchmarks/tune_association.py`` on the development clips, which the benchmarks do
-    not score (see docs/benchmarks.md).
+    ``r >= r_other``: a voice the separator split over two slots). When no face took the
+    loudest candidate and it is the only voice (every other one ``lone_db`` dB quieter), it
+    goes to the one face whose mouth moves (:func:`mouth_moves`, the lone-voice rule of
+    :func:`decide`). The defaults were tuned with ``benchmarks/tune_association.py`` on the
+    development clips, which the benchmarks do not score (see docs/benchmarks.md).
 
     Args:
         envelopes: ``[K, N]`` RMS envelopes (:func:`speech_envelope`) of the candidate speech
@@ -223,12 +276,14 @@ def associate_envelopes(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[V
         tracks: face tracks of the clip (may be empty).
         silence_db: sources quieter than this (dB relative to the loudest candidate) are
             treated as empty and left off-screen.
+        lone_db: level margin of the lone-voice rule in dB (``inf`` turns it off).
 
     Returns:
         One :class:`Assignment` per source, in source order.
     """
     level, scores = sync_matrix(envelopes, env_t, tracks, silence_db)
-    return decide(level, scores, len(tracks), z_best, r_best, z_other, r_other, silence_db)
+    return decide(level, scores, len(tracks), z_best, r_best, z_other, r_other, silence_db,
+                  [mouth_moves(t) for t in tracks], lone_db)
 
 
 WINDOW_S = 20.0

@@ -43,7 +43,7 @@ from speakers import RATE, _rms, _side_by_side, _voice
 
 from avsplit import media
 from avsplit.apply import slot_envelopes
-from avsplit.associate import ENV_HOP_S, decide, speech_envelope, sync_matrix
+from avsplit.associate import ENV_HOP_S, decide, mouth_moves, speech_envelope, sync_matrix
 from avsplit.audio import si_sdr
 from avsplit.clip import Clip
 from avsplit.engine import Engine
@@ -55,7 +55,8 @@ DEV_PAIRS = [("grid/lbbc2a.mpg", "grid/lrwp9a.mpg"), ("grid/sbwe5n.mpg", "crema_
              ("talking_heads_2/RD_Radio34_000.mp4", "talking_heads/face2.mp4")]
 GRID = {"z_best": [0.5, 1.0, 1.5, 2.0, 2.5, 3.0], "r_best": [0.05, 0.1, 0.15, 0.2, 0.3],
         "z_other": [1.5, 2.0, 2.5, 3.0, 4.0, 99.0], "r_other": [0.15, 0.2, 0.3, 0.4],
-        "silence_db": [-15.0, -20.0, -25.0, -30.0, -40.0]}
+        "silence_db": [-15.0, -20.0, -25.0, -30.0, -40.0],
+        "lone_db": [float("inf"), 6.0, 8.0, 10.0]}  # inf: no lone-voice rule
 
 
 def _candidates(mix: np.ndarray, separator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -136,7 +137,10 @@ def build(data: Path, voices: int, noises: int, work: Path, clips: list[str] = D
 
 def score(example: dict, thresholds: dict, memo: dict) -> list[tuple[float, bool]]:
     """``[(SI-SDRi dB, right)]``: one entry (onscreen) or one per visible person (speakers)."""
-    asg = decide(example["level"], example["scores"], len(example["tracks"]), **thresholds)
+    if "moving" not in memo:
+        memo["moving"] = [mouth_moves(t) for t in example["tracks"]]
+    asg = decide(example["level"], example["scores"], len(example["tracks"]),
+                 moving=memo["moving"], **thresholds)
     mix, waves = example["mix"], example["waves"]
 
     def sdr(subset: tuple, ref: int, rest: bool = False) -> float:
@@ -216,9 +220,12 @@ def main() -> None:
     from avsplit import associate as A
 
     current = dict(z_best=A.Z_BEST, r_best=A.R_BEST, z_other=A.Z_OTHER, r_other=A.R_OTHER,
-                   silence_db=A.SILENCE_DB)
+                   silence_db=A.SILENCE_DB, lone_db=A.LONE_DB)
     now = next((r for r in results if all(r[k] == v for k, v in current.items())), None)
     print(f"{len(examples)} examples; current defaults: {json.dumps(now)}")
+    no_lone = next((r for r in results if r["lone_db"] == float("inf")
+                    and all(r[k] == v for k, v in current.items() if k != "lone_db")), None)
+    print(f"current defaults without the lone-voice rule: {json.dumps(no_lone)}")
     for r in results[: args.top]:
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}))
     if args.json_out:

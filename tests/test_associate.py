@@ -86,3 +86,51 @@ def test_two_faces_do_not_fight_over_the_louder_voice():
     out = decide(np.array([0.0, -3.0]), scores, 2)
     assert [(a.onscreen, a.track_id) for a in out] == [(True, 0), (True, 1)]
 
+
+
+def _track(track_id: int, jaw: np.ndarray) -> VisualTrack:
+    times = np.arange(len(jaw)) / 25.0
+    boxes = np.tile(np.array([0.3, 0.2, 0.6, 0.7], np.float32), (len(jaw), 1))
+    return VisualTrack(track_id, "face", times, boxes, jaw.astype(np.float32))
+
+
+def test_mouth_moves_tells_a_talking_face_from_a_still_one():
+    from avsplit.associate import mouth_moves
+
+    rng = np.random.default_rng(0)
+    _, gate = _syllables(8)
+    talking = _face(gate, 0)
+    still = _track(1, 0.2 + 0.0003 * rng.standard_normal(200))  # a photo: landmark jitter only
+    short = _track(2, 0.2 + 0.05 * rng.standard_normal(5))      # seen on 5 frames
+    assert mouth_moves(talking) and not mouth_moves(still) and not mouth_moves(short)
+
+
+def test_the_only_voice_goes_to_the_talking_face_even_on_weak_sync():
+    """A TV head whose jaw follows its voice loosely (z 0.6, r 0.1): below the thresholds, so
+    without the lone-voice rule its voice would go off-screen; with it the voice is on-screen.
+    A still face, a second voice of comparable level, a voice against the mouth (z < 0) or two
+    equally likely talking faces leave it off-screen."""
+    from avsplit.associate import SyncScore, decide
+
+    weak = {0: [SyncScore(0, 0.1, 0.04, 0.6, 200)], 1: [SyncScore(0, 0.05, 0.0, 0.2, 200)]}
+    lone = decide(np.array([0.0, -15.0]), weak, 1, moving=[True])
+    assert [(a.onscreen, a.track_id) for a in lone] == [(True, 0), (False, None)]
+    assert lone[0].evidence == "lone voice" and lone[0].confidence < 0.5
+    assert not decide(np.array([0.0, -15.0]), weak, 1)[0].onscreen             # rule not asked for
+    assert not decide(np.array([0.0, -15.0]), weak, 1, moving=[False])[0].onscreen  # still face
+    assert not decide(np.array([0.0, -4.0]), weak, 1, moving=[True])[0].onscreen   # two voices
+    against = {0: [SyncScore(0, -0.1, 0.04, -1.2, 200)], 1: weak[1]}
+    assert not decide(np.array([0.0, -15.0]), against, 1, moving=[True])[0].onscreen
+    two = {0: [SyncScore(0, 0.1, 0.04, 0.6, 200), SyncScore(1, 0.1, 0.04, 0.4, 200)],
+           1: [SyncScore(0, 0.0, 0.0, 0.0, 200), SyncScore(1, 0.0, 0.0, 0.0, 200)]}
+    assert not decide(np.array([0.0, -15.0]), two, 2, moving=[True, True])[0].onscreen
+    lead = {0: [SyncScore(0, 0.1, 0.04, 1.3, 200), SyncScore(1, 0.0, 0.04, 0.1, 200)], 1: two[1]}
+    assert decide(np.array([0.0, -15.0]), lead, 2, moving=[True, True])[0].track_id == 0
+
+
+def test_a_photo_on_screen_does_not_take_the_narrators_voice():
+    """End to end through associate(): one voice, one face that does not move."""
+    a, _ = _syllables(9)
+    rng = np.random.default_rng(1)
+    photo = _track(0, 0.2 + 0.0003 * rng.standard_normal(int(8.0 * 25)))
+    assert not associate(a[None], RATE, [photo])[0].onscreen

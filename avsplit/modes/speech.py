@@ -37,7 +37,7 @@ from avsplit.results import Stem
 def _assignment_entry(a: Assignment) -> dict:
     return {"source": a.source_index, "onscreen": a.onscreen, "track_id": a.track_id,
             "confidence": round(a.confidence, 3), "energy_db": round(a.energy_db, 1),
-            "reason": a.reason,
+            "reason": a.reason, "evidence": a.evidence,
             "sync": [{"track_id": s.track_id, "r": round(s.r, 3), "lag_s": s.lag_s,
                       "z": round(s.z, 2), "frames": s.frames} for s in a.scores]}
 
@@ -110,6 +110,10 @@ def plan(clip: Clip, engine: Engine, options: SeparateOptions, progress: Progres
         notes.append("no face visible: all sound is off-screen")
     elif not anywhere:
         notes.append("no separated voice is in sync with a visible face: all sound is off-screen")
+    for face in sorted({a.track_id for w in windows for a in w.assignments
+                        if a.onscreen and a.evidence == "lone voice"}):
+        notes.append(f"face {face} was given the only voice in the clip on weak synchrony "
+                     "evidence (its mouth moves, but its jaw follows the sound only loosely)")
 
     def matched(track_id=None):
         def pick(asg: list[Assignment]) -> list[int]:
