@@ -188,7 +188,8 @@ def mouth_moves(track: VisualTrack, min_range: float = MOUTH_RANGE) -> bool:
 def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
            z_best: float = Z_BEST, r_best: float = R_BEST, z_other: float = Z_OTHER,
            r_other: float = R_OTHER, silence_db: float = SILENCE_DB,
-           moving: list[bool] | None = None, lone_db: float = LONE_DB) -> list[Assignment]:
+           moving: list[bool] | None = None, lone_db: float = LONE_DB,
+           join_db: float = LONE_DB) -> list[Assignment]:
     """The association rule on precomputed :func:`sync_matrix` output (see
     :func:`associate_envelopes`); sources scored but quieter than ``silence_db`` are empty.
 
@@ -200,6 +201,10 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
     the voice too loosely for the thresholds (TV heads, a talker in a loud room: r 0.1-0.3),
     a visible talker with the only voice in the clip is most likely its source; a photo or a
     still face never takes it. Use ``lone_db=inf`` to turn the rule off.
+
+    ``join_db``: a source that clears ``z_best``/``r_best`` for a face which the pairing gave a
+    source at least ``join_db`` dB quieter (a faint remnant of the same voice whose z came out a
+    little higher) joins that face too (``inf`` turns this off).
     """
     active = [k for k in scores if level[k] >= silence_db]
     matched: dict[int, SyncScore] = {}
@@ -217,6 +222,12 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
             continue
         s = max(scores[k], key=lambda s: s.z)
         if s.z >= z_other and s.r >= r_other:
+            matched[k] = s
+        elif s.z >= z_best and s.r >= r_best and any(
+                m.track_id == s.track_id and level[k] >= level[j] + join_db
+                for j, m in matched.items()):
+            # the pairing gave the face a faint remnant of its voice (a slot `join_db` or more
+            # quieter, with a slightly higher z): the loud slot that clears the thresholds joins
             matched[k] = s
     lone = None  # (source, score) of the lone-voice rule
     if active and n_tracks and moving is not None:
@@ -258,7 +269,7 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
 def associate_envelopes(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[VisualTrack],
                         z_best: float = Z_BEST, r_best: float = R_BEST, z_other: float = Z_OTHER,
                         r_other: float = R_OTHER, silence_db: float = SILENCE_DB,
-                        lone_db: float = LONE_DB) -> list[Assignment]:
+                        lone_db: float = LONE_DB, join_db: float = LONE_DB) -> list[Assignment]:
     """Decide for each candidate source whether it is the voice of a visible face.
 
     Faces and sources are first paired one to one (the pairing with the largest total z,
@@ -277,13 +288,14 @@ def associate_envelopes(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[V
         silence_db: sources quieter than this (dB relative to the loudest candidate) are
             treated as empty and left off-screen.
         lone_db: level margin of the lone-voice rule in dB (``inf`` turns it off).
+        join_db: level margin of the faint-remnant rule of :func:`decide` (``inf``: off).
 
     Returns:
         One :class:`Assignment` per source, in source order.
     """
     level, scores = sync_matrix(envelopes, env_t, tracks, silence_db)
     return decide(level, scores, len(tracks), z_best, r_best, z_other, r_other, silence_db,
-                  [mouth_moves(t) for t in tracks], lone_db)
+                  [mouth_moves(t) for t in tracks], lone_db, join_db)
 
 
 WINDOW_S = 20.0

@@ -134,3 +134,18 @@ def test_a_photo_on_screen_does_not_take_the_narrators_voice():
     rng = np.random.default_rng(1)
     photo = _track(0, 0.2 + 0.0003 * rng.standard_normal(int(8.0 * 25)))
     assert not associate(a[None], RATE, [photo])[0].onscreen
+
+
+def test_a_loud_voice_joins_the_face_that_the_pairing_gave_a_faint_remnant():
+    """One face; the pairing (highest z) picks a -19 dB remnant of its voice (z 2.8), the loud
+    slot clears the thresholds (z 2.3) but not the split-voice bar: it joins the face too. A
+    loud slot below the thresholds, or a remnant only 3 dB quieter, changes nothing."""
+    from avsplit.associate import SyncScore, decide
+
+    scores = {0: [SyncScore(0, 0.41, 0.04, 2.3, 75)], 1: [SyncScore(0, 0.52, 0.04, 2.8, 75)]}
+    out = decide(np.array([0.0, -19.0]), scores, 1)
+    assert [(a.onscreen, a.track_id) for a in out] == [(True, 0), (True, 0)]
+    assert not decide(np.array([0.0, -19.0]), scores, 1, join_db=float("inf"))[0].onscreen
+    assert not decide(np.array([0.0, -3.0]), scores, 1)[0].onscreen
+    weak = {0: [SyncScore(0, 0.41, 0.04, 1.2, 75)], 1: scores[1]}
+    assert not decide(np.array([0.0, -19.0]), weak, 1)[0].onscreen
