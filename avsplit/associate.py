@@ -37,6 +37,9 @@ Z_BEST, R_BEST, Z_OTHER, R_OTHER, SILENCE_DB = 1.5, 0.15, 2.5, 0.3, -30.0
 # the face's mouth moving (10-90 % range of its jaw opening: talking faces of av/speech
 # 0.043-0.091, a still picture of them 0.001) and not against the voice (z >= Z_LONE)
 LONE_DB, MOUTH_RANGE, Z_LONE, Z_LONE_MARGIN = 8.0, 0.03, 0.0, 1.0
+# the scene-pairing rule (see decide): a second talker of a scene in which synchrony already
+# matched one face keeps its pairing on weaker evidence (z >= PAIR_Z, r >= R_PAIR)
+PAIR_Z, R_PAIR = float("inf"), 0.1
 
 
 @dataclass
@@ -73,7 +76,8 @@ class Assignment:
         reason: a short explanation for the manifest.
         evidence: why it is on-screen: ``"sync"`` (the synchrony thresholds) or
             ``"lone voice"`` (the only voice, given to the one talking face on weak synchrony;
-            see :func:`decide`); ``""`` when off-screen.
+            see :func:`decide`), ``"pairing"`` (a second talker's voice on weak synchrony, see
+            :func:`decide`); ``""`` when off-screen.
     """
 
     source_index: int
@@ -189,7 +193,7 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
            z_best: float = Z_BEST, r_best: float = R_BEST, z_other: float = Z_OTHER,
            r_other: float = R_OTHER, silence_db: float = SILENCE_DB,
            moving: list[bool] | None = None, lone_db: float = LONE_DB,
-           join_db: float = LONE_DB) -> list[Assignment]:
+           join_db: float = LONE_DB, pair_z: float = PAIR_Z) -> list[Assignment]:
     """The association rule on precomputed :func:`sync_matrix` output (see
     :func:`associate_envelopes`); sources scored but quieter than ``silence_db`` are empty.
 
@@ -205,6 +209,12 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
     ``join_db``: a source that clears ``z_best``/``r_best`` for a face which the pairing gave a
     source at least ``join_db`` dB quieter (a faint remnant of the same voice whose z came out a
     little higher) joins that face too (``inf`` turns this off).
+
+    ``pair_z`` (needs ``moving``): when synchrony matched at least one face, a face whose mouth
+    moves and that took nothing keeps its one-to-one pairing with a real voice (within
+    ``lone_db`` of the loudest, not taken) on weaker evidence: ``z >= pair_z``, ``r >= R_PAIR``,
+    and the voice in better sync with this face than with any other (a two-person interview
+    whose second jaw follows its voice loosely). ``inf`` turns it off.
     """
     active = [k for k in scores if level[k] >= silence_db]
     matched: dict[int, SyncScore] = {}
@@ -229,6 +239,18 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
             # the pairing gave the face a faint remnant of its voice (a slot `join_db` or more
             # quieter, with a slightly higher z): the loud slot that clears the thresholds joins
             matched[k] = s
+    paired: set[int] = set()  # sources of the scene-pairing rule
+    if matched and moving is not None and np.isfinite(pair_z):
+        loudest = max(level[k] for k in active)
+        taken = {s.track_id for s in matched.values()}
+        for i, f in zip(rows, cols):
+            k, s = active[i], scores[active[i]][f]
+            if (k in matched or f in taken or not moving[f] or level[k] < loudest - lone_db
+                    or s.z < pair_z or s.r < R_PAIR
+                    or any(o.z >= s.z for o in scores[k] if o.track_id != f)):
+                continue
+            matched[k] = s
+            paired.add(k)
     lone = None  # (source, score) of the lone-voice rule
     if active and n_tracks and moving is not None:
         loud = max(active, key=lambda k: level[k])
@@ -252,6 +274,12 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
                                   float(level[k]), scores[k],
                                   f"the only voice, and face {s.track_id}'s mouth moves "
                                   f"(weak sync: r={s.r:.2f}, z={s.z:.1f})", "lone voice"))
+        elif k in paired:
+            s = matched[k]
+            out.append(Assignment(k, True, s.track_id, float(0.5 / (1 + np.exp(-(s.z - z_best)))),
+                                  float(level[k]), scores[k],
+                                  f"paired with face {s.track_id}, whose mouth moves, while another "
+                                  f"face is in sync (weak sync: r={s.r:.2f}, z={s.z:.1f})", "pairing"))
         elif k in matched:
             s = matched[k]
             out.append(Assignment(k, True, s.track_id, float(1 / (1 + np.exp(-(s.z - z_best)))),
@@ -269,7 +297,8 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
 def associate_envelopes(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[VisualTrack],
                         z_best: float = Z_BEST, r_best: float = R_BEST, z_other: float = Z_OTHER,
                         r_other: float = R_OTHER, silence_db: float = SILENCE_DB,
-                        lone_db: float = LONE_DB, join_db: float = LONE_DB) -> list[Assignment]:
+                        lone_db: float = LONE_DB, join_db: float = LONE_DB,
+                        pair_z: float = PAIR_Z) -> list[Assignment]:
     """Decide for each candidate source whether it is the voice of a visible face.
 
     Faces and sources are first paired one to one (the pairing with the largest total z,
@@ -289,13 +318,14 @@ def associate_envelopes(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[V
             treated as empty and left off-screen.
         lone_db: level margin of the lone-voice rule in dB (``inf`` turns it off).
         join_db: level margin of the faint-remnant rule of :func:`decide` (``inf``: off).
+        pair_z: z threshold of the scene-pairing rule of :func:`decide` (``inf``: off).
 
     Returns:
         One :class:`Assignment` per source, in source order.
     """
     level, scores = sync_matrix(envelopes, env_t, tracks, silence_db)
     return decide(level, scores, len(tracks), z_best, r_best, z_other, r_other, silence_db,
-                  [mouth_moves(t) for t in tracks], lone_db, join_db)
+                  [mouth_moves(t) for t in tracks], lone_db, join_db, pair_z)
 
 
 WINDOW_S = 20.0

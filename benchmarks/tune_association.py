@@ -56,7 +56,8 @@ DEV_PAIRS = [("grid/lbbc2a.mpg", "grid/lrwp9a.mpg"), ("grid/sbwe5n.mpg", "crema_
 GRID = {"z_best": [0.5, 1.0, 1.5, 2.0, 2.5, 3.0], "r_best": [0.05, 0.1, 0.15, 0.2, 0.3],
         "z_other": [1.5, 2.0, 2.5, 3.0, 4.0, 99.0], "r_other": [0.15, 0.2, 0.3, 0.4],
         "silence_db": [-15.0, -20.0, -25.0, -30.0, -40.0],
-        "lone_db": [float("inf"), 8.0], "join_db": [float("inf"), 0.0, 8.0]}  # inf: rule off
+        "lone_db": [float("inf"), 8.0], "join_db": [float("inf"), 0.0, 8.0],
+        "pair_z": [float("inf"), 0.5, 1.0]}  # inf: rule off
 
 
 def _candidates(mix: np.ndarray, separator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -220,12 +221,14 @@ def main() -> None:
     from avsplit import associate as A
 
     current = dict(z_best=A.Z_BEST, r_best=A.R_BEST, z_other=A.Z_OTHER, r_other=A.R_OTHER,
-                   silence_db=A.SILENCE_DB, lone_db=A.LONE_DB, join_db=A.LONE_DB)
+                   silence_db=A.SILENCE_DB, lone_db=A.LONE_DB, join_db=A.LONE_DB,
+                   pair_z=A.PAIR_Z)
     now = next((r for r in results if all(r[k] == v for k, v in current.items())), None)
     print(f"{len(examples)} examples; current defaults: {json.dumps(now)}")
-    no_rules = next((r for r in results if r["lone_db"] == r["join_db"] == float("inf")
-                     and all(r[k] == v for k, v in current.items() if k not in ("lone_db", "join_db"))), None)
-    print(f"current defaults without the lone-voice and join rules: {json.dumps(no_rules)}")
+    rules = ("lone_db", "join_db", "pair_z")
+    no_rules = next((r for r in results if all(r[k] == float("inf") for k in rules)
+                     and all(r[k] == v for k, v in current.items() if k not in rules)), None)
+    print(f"current defaults without the lone-voice, join and pairing rules: {json.dumps(no_rules)}")
     for r in results[: args.top]:
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}))
     if args.json_out:

@@ -149,3 +149,25 @@ def test_a_loud_voice_joins_the_face_that_the_pairing_gave_a_faint_remnant():
     assert not decide(np.array([0.0, -3.0]), scores, 1)[0].onscreen
     weak = {0: [SyncScore(0, 0.41, 0.04, 1.2, 75)], 1: scores[1]}
     assert not decide(np.array([0.0, -19.0]), weak, 1)[0].onscreen
+
+
+def test_scene_pairing_keeps_a_second_talkers_weakly_synced_voice_when_asked_for():
+    """Interview-like: face 0 in clear sync with voice 0 (z 2.6), face 1's mouth moves and
+    voice 1 leans to it (z 1.3, below z_best). With ``pair_z=1.0`` voice 1 goes to face 1;
+    off by default, and never for a still face, a voice that leans to the other face, or when
+    no face was matched on synchrony."""
+    from avsplit.associate import SyncScore, decide
+
+    level = np.array([0.0, -1.2])
+    scores = {0: [SyncScore(0, 0.34, 0.04, 2.6, 400), SyncScore(1, 0.15, 0.04, 0.8, 400)],
+              1: [SyncScore(0, 0.14, 0.04, 0.9, 400), SyncScore(1, 0.18, 0.04, 1.3, 400)]}
+    on = decide(level, scores, 2, moving=[True, True], pair_z=1.0)
+    assert [(a.onscreen, a.track_id, a.evidence) for a in on] == [
+        (True, 0, "sync"), (True, 1, "pairing")]
+    assert not decide(level, scores, 2, moving=[True, True])[1].onscreen          # default off
+    assert not decide(level, scores, 2, moving=[True, False], pair_z=1.0)[1].onscreen
+    leans = {0: scores[0], 1: [SyncScore(0, 0.14, 0.04, 1.4, 400), scores[1][1]]}
+    assert not decide(level, leans, 2, moving=[True, True], pair_z=1.0)[1].onscreen
+    weak = {0: [SyncScore(0, 0.1, 0.04, 1.2, 400), scores[0][1]], 1: scores[1]}
+    assert not any(a.onscreen for a in decide(level, weak, 2, moving=[True, True], pair_z=1.0,
+                                              lone_db=float("inf")))
