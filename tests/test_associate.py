@@ -151,23 +151,49 @@ def test_a_loud_voice_joins_the_face_that_the_pairing_gave_a_faint_remnant():
     assert not decide(np.array([0.0, -19.0]), weak, 1)[0].onscreen
 
 
-def test_scene_pairing_keeps_a_second_talkers_weakly_synced_voice_when_asked_for():
+def test_scene_pairing_keeps_a_second_talkers_weakly_synced_voice():
     """Interview-like: face 0 in clear sync with voice 0 (z 2.6), face 1's mouth moves and
-    voice 1 leans to it (z 1.3, below z_best). With ``pair_z=1.0`` voice 1 goes to face 1;
-    off by default, and never for a still face, a voice that leans to the other face, or when
+    voice 1 leans to it (z 1.3, below z_best): voice 1 goes to face 1 (the default). Not with
+    ``pair_z=inf``, and never for a still face, a voice that leans to the other face, or when
     no face was matched on synchrony."""
     from avsplit.associate import SyncScore, decide
 
     level = np.array([0.0, -1.2])
     scores = {0: [SyncScore(0, 0.34, 0.04, 2.6, 400), SyncScore(1, 0.15, 0.04, 0.8, 400)],
               1: [SyncScore(0, 0.14, 0.04, 0.9, 400), SyncScore(1, 0.18, 0.04, 1.3, 400)]}
-    on = decide(level, scores, 2, moving=[True, True], pair_z=1.0)
+    on = decide(level, scores, 2, moving=[True, True])
     assert [(a.onscreen, a.track_id, a.evidence) for a in on] == [
         (True, 0, "sync"), (True, 1, "pairing")]
-    assert not decide(level, scores, 2, moving=[True, True])[1].onscreen          # default off
+    assert on[1].confidence < 0.5
+    assert not decide(level, scores, 2, moving=[True, True], pair_z=float("inf"))[1].onscreen
+    assert not decide(level, scores, 2)[1].onscreen                    # no mouth information
     assert not decide(level, scores, 2, moving=[True, False], pair_z=1.0)[1].onscreen
     leans = {0: scores[0], 1: [SyncScore(0, 0.14, 0.04, 1.4, 400), scores[1][1]]}
     assert not decide(level, leans, 2, moving=[True, True], pair_z=1.0)[1].onscreen
     weak = {0: [SyncScore(0, 0.1, 0.04, 1.2, 400), scores[0][1]], 1: scores[1]}
     assert not any(a.onscreen for a in decide(level, weak, 2, moving=[True, True], pair_z=1.0,
                                               lone_db=float("inf")))
+
+
+def test_decisions_hold_over_time_where_a_window_dips():
+    """Face 1 holds voice 1 in 3 of 5 windows; in window 3 its z dips to 0.8 (kept: "held"), in
+    window 4 the voice is against the face (z -0.5: stays off-screen), and in window 5 face 1
+    is not seen (stays off). Two windows only: nothing changes."""
+    from avsplit.associate import Assignment, SyncScore, WindowDecision, hold_over_time
+
+    def window(i, z1, seen=True, on=False):
+        scores = [SyncScore(0, 0.1, 0.04, 0.3, 400)] + ([SyncScore(1, 0.15, 0.04, z1, 400)]
+                                                        if seen else [])
+        voice0 = Assignment(0, True, 0, 0.9, 0.0, [SyncScore(0, 0.4, 0.04, 3.0, 400)], "", "sync")
+        voice1 = Assignment(1, on, 1 if on else None, 0.5, -1.0, scores, "", "sync" if on else "")
+        return WindowDecision(10.0 * i, 10.0 * i + 20, [voice0, voice1])
+
+    def onscreen(ws):
+        return [ws[i].assignments[1].onscreen for i in range(len(ws))]
+
+    ws = hold_over_time([window(0, 2.0, on=True), window(1, 2.1, on=True), window(2, 0.8),
+                         window(3, -0.5), window(4, 0.0, seen=False), window(5, 1.9, on=True)])
+    assert onscreen(ws) == [True, True, True, False, False, True]
+    assert ws[2].assignments[1].evidence == "held" and ws[2].assignments[1].track_id == 1
+    two = hold_over_time([window(0, 2.0, on=True), window(1, 0.8)])
+    assert onscreen(two) == [True, False]

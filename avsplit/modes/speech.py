@@ -114,6 +114,18 @@ def plan(clip: Clip, engine: Engine, options: SeparateOptions, progress: Progres
                         if a.onscreen and a.evidence == "lone voice"}):
         notes.append(f"face {face} was given the only voice in the clip on weak synchrony "
                      "evidence (its mouth moves, but its jaw follows the sound only loosely)")
+    for face in sorted({a.track_id for w in windows for a in w.assignments
+                        if a.onscreen and a.evidence == "pairing"}):
+        notes.append(f"face {face} was given the voice paired with it on weak synchrony "
+                     "evidence (its mouth moves and the voice follows it more than any other "
+                     "face, but loosely)")
+
+    for face in sorted({a.track_id for w in windows for a in w.assignments
+                        if a.onscreen and a.evidence == "held"}):
+        n = sum(any(a.onscreen and a.evidence == "held" and a.track_id == face
+                    for a in w.assignments) for w in windows)
+        notes.append(f"face {face} kept its voice in {n} of {len(windows)} windows where the "
+                     "evidence dipped, because it holds it in most of the clip")
 
     def matched(track_id=None):
         def pick(asg: list[Assignment]) -> list[int]:
@@ -153,7 +165,8 @@ def plan(clip: Clip, engine: Engine, options: SeparateOptions, progress: Progres
         extra["windows"] = [{"start_s": round(w.start_s, 3), "end_s": round(w.end_s, 3),
                              "sources": [{"source": a.source_index, "onscreen": a.onscreen,
                                           "track_id": a.track_id,
-                                          "confidence": round(a.confidence, 3)}
+                                          "confidence": round(a.confidence, 3),
+                                          "evidence": a.evidence}
                                          for a in w.assignments]} for w in windows]
     mixture = speech_envelope(mono, rate)[0][: envs.shape[1]]
     return Plan(separator, masks, stems, weights, rest,
