@@ -167,9 +167,12 @@ def test_ctrl_c_during_a_remux_says_so_and_leaves_nothing(tmp_path, media_dir, m
     # the write phase. A run that still got to the end first (rc 0, complete outputs) is retried.
     for attempt in range(3):
         out = tmp_path / f"out{attempt}"
+        # SIGINT at its default in the child: an earlier test may leave it ignored in this
+        # process, and an ignored SIGINT is inherited (Python then installs no Ctrl-C handler)
         proc = subprocess.Popen([sys.executable, "-m", "avsplit.cli", "separate", long, "-o",
                                  out, "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+                                text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + 300
         while proc.poll() is None and time.monotonic() < deadline:  # wait for a stem file
             if any(out.glob(".*/*.wav")) if out.exists() else False:
