@@ -192,6 +192,12 @@ def mouth_moves(track: VisualTrack, min_range: float = MOUTH_RANGE) -> bool:
     return bool(np.percentile(a, 90) - np.percentile(a, 10) >= min_range)
 
 
+def _confidence(z: float, z_best: float, weak: bool = False) -> float:
+    """0..1 that an on-screen decision on synchrony ``z`` is right: a logistic around
+    ``z_best``, halved for the rules that decide on weak synchrony (``weak``)."""
+    return float((0.5 if weak else 1.0) / (1 + np.exp(-(z - z_best))))
+
+
 def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
            z_best: float = Z_BEST, r_best: float = R_BEST, z_other: float = Z_OTHER,
            r_other: float = R_OTHER, silence_db: float = SILENCE_DB,
@@ -242,7 +248,7 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
             # the pairing gave the face a faint remnant of its voice (a slot `join_db` or more
             # quieter, with a slightly higher z): the loud slot that clears the thresholds joins
             matched[k] = s
-    paired: set[int] = set()  # sources of the scene-pairing rule
+    evidence: dict[int, str] = {}  # why a source is on-screen where it is not plain sync
     if matched and moving is not None and np.isfinite(pair_z):
         loudest = max(level[k] for k in active)
         taken = {s.track_id for s in matched.values()}
@@ -253,8 +259,7 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
                     or any(o.z >= s.z for o in scores[k] if o.track_id != f)):
                 continue
             matched[k] = s
-            paired.add(k)
-    lone = None  # (source, score) of the lone-voice rule
+            evidence[k] = "pairing"
     if active and n_tracks and moving is not None:
         loud = max(active, key=lambda k: level[k])
         quiet = all(level[k] <= level[loud] - lone_db for k in active if k != loud)
@@ -263,35 +268,27 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
                         and s.track_id not in taken), key=lambda s: -s.z)
         if quiet and loud not in matched and faces and (
                 len(faces) == 1 or faces[0].z - faces[1].z >= Z_LONE_MARGIN):
-            lone = (loud, faces[0])
             matched[loud] = faces[0]
+            evidence[loud] = "lone voice"
     out = []
     for k in range(len(level)):
         if k not in active:
             out.append(Assignment(k, False, None, 0.0, float(level[k]), [], f"empty source ({level[k]:.0f} dB)"))
         elif not n_tracks:
             out.append(Assignment(k, False, None, 0.0, float(level[k]), [], "no face visible"))
-        elif lone is not None and k == lone[0]:
-            s = lone[1]
-            out.append(Assignment(k, True, s.track_id, float(0.5 / (1 + np.exp(-(s.z - z_best)))),
-                                  float(level[k]), scores[k],
-                                  f"the only voice, and face {s.track_id}'s mouth moves "
-                                  f"(weak sync: r={s.r:.2f}, z={s.z:.1f})", "lone voice"))
-        elif k in paired:
-            s = matched[k]
-            out.append(Assignment(k, True, s.track_id, float(0.5 / (1 + np.exp(-(s.z - z_best)))),
-                                  float(level[k]), scores[k],
-                                  f"paired with face {s.track_id}, whose mouth moves, while another "
-                                  f"face is in sync (weak sync: r={s.r:.2f}, z={s.z:.1f})", "pairing"))
         elif k in matched:
-            s = matched[k]
-            out.append(Assignment(k, True, s.track_id, float(1 / (1 + np.exp(-(s.z - z_best)))),
-                                  float(level[k]), scores[k],
-                                  f"in sync with face {s.track_id} (r={s.r:.2f}, z={s.z:.1f})",
-                                  "sync"))
+            s, why = matched[k], evidence.get(k, "sync")
+            rz = f"r={s.r:.2f}, z={s.z:.1f}"
+            reason = {"sync": f"in sync with face {s.track_id} ({rz})",
+                      "lone voice": f"the only voice, and face {s.track_id}'s mouth moves "
+                                    f"(weak sync: {rz})",
+                      "pairing": f"paired with face {s.track_id}, whose mouth moves, while another "
+                                 f"face is in sync (weak sync: {rz})"}[why]
+            out.append(Assignment(k, True, s.track_id, _confidence(s.z, z_best, why != "sync"),
+                                  float(level[k]), scores[k], reason, why))
         else:
             best = max(scores[k], key=lambda s: s.z)
-            out.append(Assignment(k, False, None, float(1 / (1 + np.exp(best.z - z_best))),
+            out.append(Assignment(k, False, None, 1.0 - _confidence(best.z, z_best),
                                   float(level[k]), scores[k],
                                   f"no face in sync (best face {best.track_id}: r={best.r:.2f}, z={best.z:.1f})"))
     return out
@@ -311,8 +308,8 @@ def associate_envelopes(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[V
     loudest candidate and it is the only voice (every other one ``lone_db`` dB quieter), it
     goes to the one face whose mouth moves (:func:`mouth_moves`, the lone-voice rule of
     :func:`decide`); once one face is matched, another moving face keeps its pairing with a
-    loud voice at ``z >= pair_z`` (the scene-pairing rule of :func:`decide`). The defaults were tuned with ``benchmarks/tune_association.py`` on the
-    development clips, which the benchmarks do not score (see docs/benchmarks.md).
+    loud voice at ``z >= pair_z`` (the scene-pairing rule of :func:`decide`). The defaults were
+    tuned with ``benchmarks/tune_association.py`` on the development clips, which the benchmarks do not score (see docs/benchmarks.md).
 
     Args:
         envelopes: ``[K, N]`` RMS envelopes (:func:`speech_envelope`) of the candidate speech
@@ -396,8 +393,7 @@ def hold_over_time(windows: list[WindowDecision], share: float = HOLD_SHARE) -> 
     least ``share`` of the windows in which the face is seen is also taken in that face's other
     windows, where the face took nothing, the source is off-screen, its synchrony with the face
     is not negative (``z >= Z_LONE``) and it is not in better sync with another face that took
-    nothing there either. A long
-    video (or a loop of a clip) thus gives the answer of most of its windows instead of
+    nothing there either. A long video (or a loop of a clip) thus gives the answer of most of its windows instead of
     flickering where a window's evidence dips under a threshold; faces that come and go keep
     their own windows. Fewer than 3 windows: unchanged. Such assignments have evidence
     ``"held"`` and half the confidence. Modifies and returns ``windows``.
@@ -417,15 +413,15 @@ def hold_over_time(windows: list[WindowDecision], share: float = HOLD_SHARE) -> 
     for w in windows:
         taken = {a.track_id for a in w.assignments if a.onscreen}
         for k, f in keep:
-            a = w.assignments[k] if k < len(w.assignments) else None
-            if a is None or a.onscreen or f in taken:
+            a = w.assignments[k]  # assignments are in source order, every window has them all
+            if a.onscreen or f in taken:
                 continue
             s = next((s for s in a.scores if s.track_id == f), None)
             if s is None or s.z < Z_LONE or any(o.z > s.z for o in a.scores
                                                 if o.track_id != f and o.track_id not in taken):
                 continue
             w.assignments[k] = Assignment(
-                k, True, f, float(0.5 / (1 + np.exp(-(s.z - Z_BEST)))), a.energy_db, a.scores,
+                k, True, f, _confidence(s.z, Z_BEST, weak=True), a.energy_db, a.scores,
                 f"held: with face {f} in most windows (here r={s.r:.2f}, z={s.z:.1f})", "held")
             taken.add(f)
     return windows

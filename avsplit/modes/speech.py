@@ -110,22 +110,21 @@ def plan(clip: Clip, engine: Engine, options: SeparateOptions, progress: Progres
         notes.append("no face visible: all sound is off-screen")
     elif not anywhere:
         notes.append("no separated voice is in sync with a visible face: all sound is off-screen")
-    for face in sorted({a.track_id for w in windows for a in w.assignments
-                        if a.onscreen and a.evidence == "lone voice"}):
-        notes.append(f"face {face} was given the only voice in the clip on weak synchrony "
-                     "evidence (its mouth moves, but its jaw follows the sound only loosely)")
-    for face in sorted({a.track_id for w in windows for a in w.assignments
-                        if a.onscreen and a.evidence == "pairing"}):
-        notes.append(f"face {face} was given the voice paired with it on weak synchrony "
-                     "evidence (its mouth moves and the voice follows it more than any other "
-                     "face, but loosely)")
-
-    for face in sorted({a.track_id for w in windows for a in w.assignments
-                        if a.onscreen and a.evidence == "held"}):
-        n = sum(any(a.onscreen and a.evidence == "held" and a.track_id == face
-                    for a in w.assignments) for w in windows)
-        notes.append(f"face {face} kept its voice in {n} of {len(windows)} windows where the "
-                     "evidence dipped, because it holds it in most of the clip")
+    weak = {}  # (face, evidence) of the weak-evidence rules -> windows in which they decided
+    for w in windows:
+        for key in {(a.track_id, a.evidence) for a in w.assignments
+                    if a.onscreen and a.evidence != "sync"}:
+            weak[key] = weak.get(key, 0) + 1
+    order = ("lone voice", "pairing", "held")
+    for (face, why), n in sorted(weak.items(), key=lambda x: (order.index(x[0][1]), x[0][0])):
+        notes.append({
+            "lone voice": f"face {face} was given the only voice in the clip on weak synchrony "
+                          "evidence (its mouth moves, but its jaw follows the sound only loosely)",
+            "pairing": f"face {face} was given the voice paired with it on weak synchrony "
+                       "evidence (its mouth moves and the voice follows it more than any other "
+                       "face, but loosely)",
+            "held": f"face {face} kept its voice in {n} of {len(windows)} windows where the "
+                    "evidence dipped, because it holds it in most of the clip"}[why])
 
     def matched(track_id=None):
         def pick(asg: list[Assignment]) -> list[int]:
