@@ -42,6 +42,9 @@ LONE_DB, MOUTH_RANGE, Z_LONE, Z_LONE_MARGIN = 8.0, 0.03, 0.0, 1.0
 # the held-out speakers benchmark and the interview against the development clips' verdict
 # (docs/benchmarks.md, association section)
 PAIR_Z, R_PAIR = 1.0, 0.1
+# the contrast rule (see decide): the one face on screen, moving, takes the real voice whose synchrony with it
+# is weak (z >= CONTRAST_Z, r >= R_PAIR) but clearly above every other voice's (by Z_LONE_MARGIN)
+CONTRAST_Z = 1.0
 
 
 @dataclass
@@ -79,7 +82,9 @@ class Assignment:
         evidence: why it is on-screen: ``"sync"`` (the synchrony thresholds) or
             ``"lone voice"`` (the only voice, given to the one talking face on weak synchrony;
             see :func:`decide`), ``"pairing"`` (a second talker's voice on weak synchrony, see
-            :func:`decide`), ``"held"`` (a pairing of most windows, kept where a window's
+            :func:`decide`), ``"contrast"`` (a voice whose weak synchrony with a moving face
+            clearly leads every other voice's, see :func:`decide`), ``"held"`` (a pairing of
+            most windows, kept where a window's
             evidence dips: :func:`hold_over_time`); ``""`` when off-screen.
     """
 
@@ -202,7 +207,8 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
            z_best: float = Z_BEST, r_best: float = R_BEST, z_other: float = Z_OTHER,
            r_other: float = R_OTHER, silence_db: float = SILENCE_DB,
            moving: list[bool] | None = None, lone_db: float = LONE_DB,
-           join_db: float = LONE_DB, pair_z: float = PAIR_Z) -> list[Assignment]:
+           join_db: float = LONE_DB, pair_z: float = PAIR_Z,
+           contrast_z: float = CONTRAST_Z) -> list[Assignment]:
     """The association rule on precomputed :func:`sync_matrix` output (see
     :func:`associate_envelopes`); sources scored but quieter than ``silence_db`` are empty.
 
@@ -224,6 +230,13 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
     ``lone_db`` of the loudest, not taken) on weaker evidence: ``z >= pair_z``, ``r >= R_PAIR``,
     and the voice in better sync with this face than with any other (a two-person interview
     whose second jaw follows its voice loosely). ``inf`` turns it off. Confidence is halved.
+
+    ``contrast_z`` (needs ``moving``; one face on screen, where several have the pairing rule):
+    a face whose mouth moves and that took nothing takes the real voice (within ``lone_db`` of the loudest, not taken) whose synchrony with it is weak
+    (``z >= contrast_z``, ``r >= R_PAIR``) but leads every other real voice's z with this face by
+    ``Z_LONE_MARGIN`` and is in better sync with this face than with any other: of two voices
+    that take turns (a talker and an off-screen voice answering), the one the jaw follows.
+    ``inf`` turns it off. Confidence is halved.
     """
     active = [k for k in scores if level[k] >= silence_db]
     matched: dict[int, SyncScore] = {}
@@ -260,6 +273,22 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
                 continue
             matched[k] = s
             evidence[k] = "pairing"
+    if active and n_tracks == 1 and moving is not None and np.isfinite(contrast_z):
+        loudest = max(level[k] for k in active)
+        real = [k for k in active if level[k] >= loudest - lone_db]
+        for f in range(n_tracks):
+            if not moving[f] or f in {s.track_id for s in matched.values()}:
+                continue
+            free = [k for k in real if k not in matched]
+            if not free:
+                break
+            k = max(free, key=lambda k: scores[k][f].z)
+            s = scores[k][f]
+            if (s.z >= contrast_z and s.r >= R_PAIR
+                    and all(scores[j][f].z <= s.z - Z_LONE_MARGIN for j in real if j != k)
+                    and not any(o.z >= s.z for o in scores[k] if o.track_id != f)):
+                matched[k] = s
+                evidence[k] = "contrast"
     if active and n_tracks and moving is not None:
         loud = max(active, key=lambda k: level[k])
         quiet = all(level[k] <= level[loud] - lone_db for k in active if k != loud)
@@ -283,7 +312,9 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
                       "lone voice": f"the only voice, and face {s.track_id}'s mouth moves "
                                     f"(weak sync: {rz})",
                       "pairing": f"paired with face {s.track_id}, whose mouth moves, while another "
-                                 f"face is in sync (weak sync: {rz})"}[why]
+                                 f"face is in sync (weak sync: {rz})",
+                      "contrast": f"in clearly better sync with face {s.track_id}, whose mouth "
+                                  f"moves, than any other voice (weak sync: {rz})"}[why]
             out.append(Assignment(k, True, s.track_id, _confidence(s.z, z_best, why != "sync"),
                                   float(level[k]), scores[k], reason, why))
         else:
@@ -298,7 +329,7 @@ def associate_envelopes(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[V
                         z_best: float = Z_BEST, r_best: float = R_BEST, z_other: float = Z_OTHER,
                         r_other: float = R_OTHER, silence_db: float = SILENCE_DB,
                         lone_db: float = LONE_DB, join_db: float = LONE_DB,
-                        pair_z: float = PAIR_Z) -> list[Assignment]:
+                        pair_z: float = PAIR_Z, contrast_z: float = CONTRAST_Z) -> list[Assignment]:
     """Decide for each candidate source whether it is the voice of a visible face.
 
     Faces and sources are first paired one to one (the pairing with the largest total z,
@@ -308,7 +339,9 @@ def associate_envelopes(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[V
     loudest candidate and it is the only voice (every other one ``lone_db`` dB quieter), it
     goes to the one face whose mouth moves (:func:`mouth_moves`, the lone-voice rule of
     :func:`decide`); once one face is matched, another moving face keeps its pairing with a
-    loud voice at ``z >= pair_z`` (the scene-pairing rule of :func:`decide`). The defaults were
+    loud voice at ``z >= pair_z`` (the scene-pairing rule of :func:`decide`), and a moving face
+    takes a voice whose weak synchrony with it clearly leads every other voice's (``z >=
+    contrast_z``, the contrast rule of :func:`decide`). The defaults were
     tuned with ``benchmarks/tune_association.py`` on the development clips, which the benchmarks do not score (see docs/benchmarks.md).
 
     Args:
@@ -320,13 +353,14 @@ def associate_envelopes(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[V
         lone_db: level margin of the lone-voice rule in dB (``inf`` turns it off).
         join_db: level margin of the faint-remnant rule of :func:`decide` (``inf``: off).
         pair_z: z threshold of the scene-pairing rule of :func:`decide` (``inf``: off).
+        contrast_z: z threshold of the contrast rule of :func:`decide` (``inf``: off).
 
     Returns:
         One :class:`Assignment` per source, in source order.
     """
     level, scores = sync_matrix(envelopes, env_t, tracks, silence_db)
     return decide(level, scores, len(tracks), z_best, r_best, z_other, r_other, silence_db,
-                  [mouth_moves(t) for t in tracks], lone_db, join_db, pair_z)
+                  [mouth_moves(t) for t in tracks], lone_db, join_db, pair_z, contrast_z)
 
 
 WINDOW_S = 20.0

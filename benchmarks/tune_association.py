@@ -57,7 +57,8 @@ GRID = {"z_best": [0.5, 1.0, 1.5, 2.0, 2.5, 3.0], "r_best": [0.05, 0.1, 0.15, 0.
         "z_other": [1.5, 2.0, 2.5, 3.0, 4.0, 99.0], "r_other": [0.15, 0.2, 0.3, 0.4],
         "silence_db": [-15.0, -20.0, -25.0, -30.0, -40.0],
         "lone_db": [float("inf"), 8.0], "join_db": [float("inf"), 0.0, 8.0],
-        "pair_z": [float("inf"), 0.5, 1.0]}  # inf: rule off
+        "pair_z": [float("inf"), 0.5, 1.0], "contrast_z": [float("inf"), 1.0, 1.5]}  # inf: rule off
+RULES = ("lone_db", "join_db", "pair_z", "contrast_z")
 
 
 def _candidates(mix: np.ndarray, separator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -170,12 +171,12 @@ def score(example: dict, thresholds: dict, memo: dict) -> list[tuple[float, bool
     return out
 
 
-def search(examples: list[dict]) -> list[dict]:
-    """Every threshold set of :data:`GRID`, scored; best first."""
+def search(examples: list[dict], grid: dict = GRID) -> list[dict]:
+    """Every threshold set of ``grid`` (default :data:`GRID`), scored; best first."""
     memos = [dict() for _ in examples]
     results = []
-    keys = list(GRID)
-    for values in itertools.product(*GRID.values()):
+    keys = list(grid)
+    for values in itertools.product(*grid.values()):
         th = dict(zip(keys, values))
         per = {"onscreen": [], "speakers": []}
         for ex, memo in zip(examples, memos):
@@ -206,6 +207,8 @@ def main() -> None:
     parser.add_argument("--json-out", type=Path, default=None)
     parser.add_argument("--weights", type=Path, default=None,
                         help="speech separator checkpoint (default: the bundled weights)")
+    parser.add_argument("--rules-only", action="store_true",
+                        help="keep the thresholds at the current defaults, vary only the rules")
     parser.add_argument("--examples", type=Path, default=None,
                         help="cache of the built examples (read when it exists, else written)")
     args = parser.parse_args()
@@ -217,18 +220,21 @@ def main() -> None:
                              separator=ENGINE.separator("speech-blstm", args.weights))
         if args.examples is not None:
             args.examples.write_bytes(pickle.dumps(examples))
-    results = search(examples)
     from avsplit import associate as A
 
     current = dict(z_best=A.Z_BEST, r_best=A.R_BEST, z_other=A.Z_OTHER, r_other=A.R_OTHER,
                    silence_db=A.SILENCE_DB, lone_db=A.LONE_DB, join_db=A.LONE_DB,
-                   pair_z=A.PAIR_Z)
+                   pair_z=A.PAIR_Z, contrast_z=A.CONTRAST_Z)
+    grid = GRID
+    if args.rules_only:
+        grid = {k: (GRID[k] if k in RULES else [v]) for k, v in current.items()}
+    results = search(examples, grid)
     now = next((r for r in results if all(r[k] == v for k, v in current.items())), None)
     print(f"{len(examples)} examples; current defaults: {json.dumps(now)}")
-    rules = ("lone_db", "join_db", "pair_z")
+    rules = RULES
     no_rules = next((r for r in results if all(r[k] == float("inf") for k in rules)
                      and all(r[k] == v for k, v in current.items() if k not in rules)), None)
-    print(f"current defaults without the lone-voice, join and pairing rules: {json.dumps(no_rules)}")
+    print(f"current defaults without the lone-voice, join, pairing and contrast rules: {json.dumps(no_rules)}")
     for r in results[: args.top]:
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}))
     if args.json_out:

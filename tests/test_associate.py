@@ -175,6 +175,26 @@ def test_scene_pairing_keeps_a_second_talkers_weakly_synced_voice():
                                               lone_db=float("inf")))
 
 
+def test_contrast_gives_a_talking_face_the_voice_its_jaw_clearly_follows():
+    """One talking face, two voices taking turns: voice 1 is in weak sync with it (z 1.4, below
+    z_best) and voice 0 against it (z -0.3): voice 1 goes on-screen ("contrast", half
+    confidence), voice 0 stays off. Not with ``contrast_z=inf``, not for a still face, and not
+    when the other voice is nearly as close (z 0.8: a margin under 1)."""
+    from avsplit.associate import SyncScore, decide
+
+    level = np.array([0.0, -5.8])
+    scores = {0: [SyncScore(0, -0.06, -0.08, -0.3, 135)], 1: [SyncScore(0, 0.38, -0.1, 1.4, 135)]}
+    out = decide(level, scores, 1, moving=[True])
+    assert [(a.onscreen, a.track_id, a.evidence) for a in out] == [(False, None, ""),
+                                                                   (True, 0, "contrast")]
+    assert out[1].confidence < 0.5
+    assert not any(a.onscreen for a in decide(level, scores, 1, moving=[True],
+                                              contrast_z=float("inf")))
+    assert not any(a.onscreen for a in decide(level, scores, 1, moving=[False]))
+    close = {0: [SyncScore(0, 0.2, 0.04, 0.8, 135)], 1: scores[1]}
+    assert not any(a.onscreen for a in decide(level, close, 1, moving=[True]))
+
+
 def test_decisions_hold_over_time_where_a_window_dips():
     """Face 1 holds voice 1 in 3 of 5 windows; in window 3 its z dips to 0.8 (kept: "held"), in
     window 4 the voice is against the face (z -0.5: stays off-screen), and in window 5 face 1

@@ -115,7 +115,7 @@ def plan(clip: Clip, engine: Engine, options: SeparateOptions, progress: Progres
         for key in {(a.track_id, a.evidence) for a in w.assignments
                     if a.onscreen and a.evidence != "sync"}:
             weak[key] = weak.get(key, 0) + 1
-    order = ("lone voice", "pairing", "held")
+    order = ("lone voice", "pairing", "contrast", "held")
     for (face, why), n in sorted(weak.items(), key=lambda x: (order.index(x[0][1]), x[0][0])):
         notes.append({
             "lone voice": f"face {face} was given the only voice in the clip on weak synchrony "
@@ -123,6 +123,8 @@ def plan(clip: Clip, engine: Engine, options: SeparateOptions, progress: Progres
             "pairing": f"face {face} was given the voice paired with it on weak synchrony "
                        "evidence (its mouth moves and the voice follows it more than any other "
                        "face, but loosely)",
+            "contrast": f"face {face} was given the voice its jaw follows clearly more than any "
+                        "other voice's, on weak synchrony evidence",
             "held": f"face {face} kept its voice in {n} of {len(windows)} windows where the "
                     "evidence dipped, because it holds it in most of the clip"}[why])
 
