@@ -232,7 +232,8 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
     whose second jaw follows its voice loosely). ``inf`` turns it off. Confidence is halved.
 
     ``contrast_z`` (needs ``moving``; one face on screen, where several have the pairing rule):
-    a face whose mouth moves and that took nothing takes the real voice (within ``lone_db`` of the loudest, not taken) whose synchrony with it is weak
+    a face whose mouth moves and that took nothing takes, of two or more real voices (within
+    ``lone_db`` of the loudest), the one not taken whose synchrony with it is weak
     (``z >= contrast_z``, ``r >= R_PAIR``) but leads every other real voice's z with this face by
     ``Z_LONE_MARGIN`` and is in better sync with this face than with any other: of two voices
     that take turns (a talker and an off-screen voice answering), the one the jaw follows.
@@ -276,7 +277,7 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
     if active and n_tracks == 1 and moving is not None and np.isfinite(contrast_z):
         loudest = max(level[k] for k in active)
         real = [k for k in active if level[k] >= loudest - lone_db]
-        for f in range(n_tracks):
+        for f in range(n_tracks if len(real) >= 2 else 0):  # one voice: the lone-voice rule
             if not moving[f] or f in {s.track_id for s in matched.values()}:
                 continue
             free = [k for k in real if k not in matched]

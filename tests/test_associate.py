@@ -193,6 +193,8 @@ def test_contrast_gives_a_talking_face_the_voice_its_jaw_clearly_follows():
     assert not any(a.onscreen for a in decide(level, scores, 1, moving=[False]))
     close = {0: [SyncScore(0, 0.2, 0.04, 0.8, 135)], 1: scores[1]}
     assert not any(a.onscreen for a in decide(level, close, 1, moving=[True]))
+    alone = decide(np.array([-20.0, 0.0]), scores, 1, moving=[True])  # one real voice
+    assert [(a.onscreen, a.evidence) for a in alone] == [(False, ""), (True, "lone voice")]
 
 
 def test_decisions_hold_over_time_where_a_window_dips():
