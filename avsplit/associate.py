@@ -42,8 +42,8 @@ LONE_DB, MOUTH_RANGE, Z_LONE, Z_LONE_MARGIN = 8.0, 0.03, 0.0, 1.0
 # the held-out speakers benchmark and the interview against the development clips' verdict
 # (docs/benchmarks.md, association section)
 PAIR_Z, R_PAIR = 1.0, 0.1
-# the contrast rule (see decide): the one face on screen, moving, takes the real voice whose synchrony with it
-# is weak (z >= CONTRAST_Z, r >= R_PAIR) but clearly above every other voice's (by Z_LONE_MARGIN)
+# the contrast rule (see decide): the one face on screen, moving, takes the real voice whose
+# synchrony with it is weak (z >= CONTRAST_Z, r >= R_PAIR) but leads every other's by Z_LONE_MARGIN
 CONTRAST_Z = 1.0
 
 
@@ -84,8 +84,8 @@ class Assignment:
             see :func:`decide`), ``"pairing"`` (a second talker's voice on weak synchrony, see
             :func:`decide`), ``"contrast"`` (a voice whose weak synchrony with a moving face
             clearly leads every other voice's, see :func:`decide`), ``"held"`` (a pairing of
-            most windows, kept where a window's
-            evidence dips: :func:`hold_over_time`); ``""`` when off-screen.
+            most windows, kept where a window's evidence dips: :func:`hold_over_time`); ``""``
+            when off-screen.
     """
 
     source_index: int
@@ -263,33 +263,28 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
             # quieter, with a slightly higher z): the loud slot that clears the thresholds joins
             matched[k] = s
     evidence: dict[int, str] = {}  # why a source is on-screen where it is not plain sync
+    # real voices: within lone_db of the loudest candidate (the weak-evidence rules' candidates)
+    real = [k for k in active if level[k] >= max(level[j] for j in active) - lone_db]
     if matched and moving is not None and np.isfinite(pair_z):
-        loudest = max(level[k] for k in active)
         taken = {s.track_id for s in matched.values()}
         for i, f in zip(rows, cols):
             k, s = active[i], scores[active[i]][f]
-            if (k in matched or f in taken or not moving[f] or level[k] < loudest - lone_db
+            if (k in matched or f in taken or not moving[f] or k not in real
                     or s.z < pair_z or s.r < R_PAIR
                     or any(o.z >= s.z for o in scores[k] if o.track_id != f)):
                 continue
             matched[k] = s
             evidence[k] = "pairing"
-    if active and n_tracks == 1 and moving is not None and np.isfinite(contrast_z):
-        loudest = max(level[k] for k in active)
-        real = [k for k in active if level[k] >= loudest - lone_db]
-        for f in range(n_tracks if len(real) >= 2 else 0):  # one voice: the lone-voice rule
-            if not moving[f] or f in {s.track_id for s in matched.values()}:
-                continue
-            free = [k for k in real if k not in matched]
-            if not free:
-                break
-            k = max(free, key=lambda k: scores[k][f].z)
-            s = scores[k][f]
-            if (s.z >= contrast_z and s.r >= R_PAIR
-                    and all(scores[j][f].z <= s.z - Z_LONE_MARGIN for j in real if j != k)
-                    and not any(o.z >= s.z for o in scores[k] if o.track_id != f)):
-                matched[k] = s
-                evidence[k] = "contrast"
+    # the contrast rule: one moving face that took nothing, two or more real voices (one voice
+    # is the lone-voice rule's)
+    if (n_tracks == 1 and moving is not None and moving[0] and not matched and len(real) >= 2
+            and np.isfinite(contrast_z)):
+        k = max(real, key=lambda k: scores[k][0].z)
+        s = scores[k][0]
+        if (s.z >= contrast_z and s.r >= R_PAIR
+                and all(scores[j][0].z <= s.z - Z_LONE_MARGIN for j in real if j != k)):
+            matched[k] = s
+            evidence[k] = "contrast"
     if active and n_tracks and moving is not None:
         loud = max(active, key=lambda k: level[k])
         quiet = all(level[k] <= level[loud] - lone_db for k in active if k != loud)
@@ -342,8 +337,9 @@ def associate_envelopes(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[V
     :func:`decide`); once one face is matched, another moving face keeps its pairing with a
     loud voice at ``z >= pair_z`` (the scene-pairing rule of :func:`decide`), and a moving face
     takes a voice whose weak synchrony with it clearly leads every other voice's (``z >=
-    contrast_z``, the contrast rule of :func:`decide`). The defaults were
-    tuned with ``benchmarks/tune_association.py`` on the development clips, which the benchmarks do not score (see docs/benchmarks.md).
+    contrast_z``, the contrast rule of :func:`decide`). The defaults were tuned with
+    ``benchmarks/tune_association.py`` on the development clips, which the benchmarks do not
+    score (see docs/benchmarks.md).
 
     Args:
         envelopes: ``[K, N]`` RMS envelopes (:func:`speech_envelope`) of the candidate speech

@@ -231,9 +231,8 @@ def main() -> None:
     results = search(examples, grid)
     now = next((r for r in results if all(r[k] == v for k, v in current.items())), None)
     print(f"{len(examples)} examples; current defaults: {json.dumps(now)}")
-    rules = RULES
-    no_rules = next((r for r in results if all(r[k] == float("inf") for k in rules)
-                     and all(r[k] == v for k, v in current.items() if k not in rules)), None)
+    no_rules = next((r for r in results if all(r[k] == float("inf") for k in RULES)
+                     and all(r[k] == v for k, v in current.items() if k not in RULES)), None)
     print(f"current defaults without the lone-voice, join, pairing and contrast rules: {json.dumps(no_rules)}")
     for r in results[: args.top]:
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}))

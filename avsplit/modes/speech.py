@@ -33,6 +33,19 @@ from avsplit.modes.plan import Plan, SeparateOptions, track_entry
 from avsplit.progress import Progress
 from avsplit.results import Stem
 
+# manifest notes of the weak-evidence rules of avsplit.associate (an Assignment's evidence other
+# than "sync"), in the order they are listed; {face}, {n} windows of {windows}
+WEAK_EVIDENCE_NOTES = {
+    "lone voice": "face {face} was given the only voice in the clip on weak synchrony evidence "
+                  "(its mouth moves, but its jaw follows the sound only loosely)",
+    "pairing": "face {face} was given the voice paired with it on weak synchrony evidence (its "
+               "mouth moves and the voice follows it more than any other face, but loosely)",
+    "contrast": "face {face} was given the voice its jaw follows clearly more than any other "
+                "voice's, on weak synchrony evidence",
+    "held": "face {face} kept its voice in {n} of {windows} windows where the evidence dipped, "
+            "because it holds it in most of the clip",
+}
+
 
 def _assignment_entry(a: Assignment) -> dict:
     return {"source": a.source_index, "onscreen": a.onscreen, "track_id": a.track_id,
@@ -115,18 +128,9 @@ def plan(clip: Clip, engine: Engine, options: SeparateOptions, progress: Progres
         for key in {(a.track_id, a.evidence) for a in w.assignments
                     if a.onscreen and a.evidence != "sync"}:
             weak[key] = weak.get(key, 0) + 1
-    order = ("lone voice", "pairing", "contrast", "held")
+    order = list(WEAK_EVIDENCE_NOTES)
     for (face, why), n in sorted(weak.items(), key=lambda x: (order.index(x[0][1]), x[0][0])):
-        notes.append({
-            "lone voice": f"face {face} was given the only voice in the clip on weak synchrony "
-                          "evidence (its mouth moves, but its jaw follows the sound only loosely)",
-            "pairing": f"face {face} was given the voice paired with it on weak synchrony "
-                       "evidence (its mouth moves and the voice follows it more than any other "
-                       "face, but loosely)",
-            "contrast": f"face {face} was given the voice its jaw follows clearly more than any "
-                        "other voice's, on weak synchrony evidence",
-            "held": f"face {face} kept its voice in {n} of {len(windows)} windows where the "
-                    "evidence dipped, because it holds it in most of the clip"}[why])
+        notes.append(WEAK_EVIDENCE_NOTES[why].format(face=face, n=n, windows=len(windows)))
 
     def matched(track_id=None):
         def pick(asg: list[Assignment]) -> list[int]:
