@@ -4,15 +4,19 @@ The offset is the lag of best synchrony between what is heard and what is seen (
 Efros, 2018, "Multisensory", Sec. 4's synchronisation task; Chung & Zisserman, 2016,
 SyncNet's offset search and confidence), searched over ±1 s, symmetric, with no prior on the
 lag: every lag of the search counts the same, and only the natural lip-to-sound lag
-(:data:`avsplit.synchrony.NATURAL_LAG_S`, measured on the real talking heads of ``av/speech``)
+(:data:`avsplit.synchrony.LIPS_BAND_LAG_S`, measured on the real talking heads of ``av/speech``)
 is subtracted from the best one.
 
 Two cues:
 
 * ``lips`` (a face is visible): the rate of change of each face track's jaw opening against
-  the rate of change of the mixture's RMS envelope, both on a 10 ms grid and smoothed over
-  50 ms (rates of change match timing better than levels match levels: in development 68 %
-  against 49 % of shifted ``av/speech`` clips came within a frame). The correlation is a
+  the rate of change of the mixture's 1-3 kHz envelope (the second-formant region,
+  :data:`avsplit.synchrony.LIPS_BAND_HZ`, :func:`avsplit.synchrony.band_envelope`), both on a
+  10 ms grid and smoothed over 50 ms (rates of change match timing better than levels match
+  levels: in development 68 % against 49 % of shifted ``av/speech`` clips came within a
+  frame; the 1-3 kHz band against the broadband RMS envelope took the refusals on those
+  clips from 33 % to the figure in ``docs/benchmarks.md``, mostly TV talking heads whose jaw
+  follows the broadband level only loosely). The correlation is a
   weighted Pearson r over the whole track: a frame counts by how much the mouth moves there
   or whether there is speech, whichever is larger (the measures of DESIGN.md: a still mouth
   while someone speaks is evidence against that lag, silence with a still mouth is next to
@@ -46,15 +50,15 @@ from avsplit.engine import Engine
 from avsplit.errors import AvsplitError, MediaError
 from avsplit.progress import NullProgress, Progress
 from avsplit.structures import VisualTrack
-from avsplit.synchrony import (ACTIVITY_S, NATURAL_LAG_S, STEP_S, LagCurve, activity,
-                               grid_times, heard_signal, lag_curve, lip_curve, on_grid,
-                               rate_of_change, speech_envelope)
+from avsplit.synchrony import (ACTIVITY_S, LIPS_BAND_LAG_S, STEP_S, LagCurve, activity,
+                               band_envelope, grid_times, heard_signal, lag_curve, lip_curve,
+                               on_grid, rate_of_change, speech_envelope)
 from avsplit.vision.motion import MotionAccumulator, cut_frames
 
 ENV_RATE = 16000
 MAX_LAG_S = 1.0
 TOLERANCE_S = 0.045  # |offset| up to this is "in sync" (about one 25 fps frame)
-MIN_EVIDENCE_S = 1.5
+MIN_EVIDENCE_S = 1.0
 MIN_CONFIDENCE = 0.5
 MOTION_NATURAL_LAG_S = 0.0  # sound and sight of an impact arrive together (at camera distance)
 
@@ -106,7 +110,7 @@ def estimate(curves: list[LagCurve], tracks: list[VisualTrack] | None = None) ->
         ``candidates`` every curve's ``track_id``/``offset_s``/``confidence``/``r``.
     """
     best = max(curves, key=lambda c: (c.confidence, c.peak))
-    natural = NATURAL_LAG_S if best.cue == "lips" else MOTION_NATURAL_LAG_S
+    natural = LIPS_BAND_LAG_S if best.cue == "lips" else MOTION_NATURAL_LAG_S
     face = None
     for t in tracks or []:
         if best.cue == "lips" and t.track_id == best.track_id:
@@ -209,8 +213,7 @@ def offset_from(mono: np.ndarray, rate: int, tracks: list[VisualTrack], motion: 
     base = {"duration": round(duration, 3), "frames": int(len(motion_times)),
             "faces": len(tracks)}
     if tracks:
-        envelope = speech_envelope(mono, rate, hop_s=STEP_S)
-        heard = heard_signal(envelope, grid, onsets=False)
+        heard = heard_signal(band_envelope(mono, rate, hop_s=STEP_S), grid, onsets=False)
         return {**estimate([lip_curve(t, heard, grid, MAX_LAG_S) for t in tracks], tracks), **base}
     if len(motion_times) < 10:
         return {"offset_s": None, "lag_s": None, "confidence": 0.0, "cue": "motion",

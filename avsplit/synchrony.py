@@ -31,8 +31,19 @@ SMOOTH_S = 0.05  # both signals are smoothed over this before their rate of chan
 # how long the signals take to decorrelate, per cue (rates of change of jaw and envelope
 # within ~0.1 s; motion onsets are sparse, and their correlation is counted more strictly)
 DECORRELATION_S = {"lips": 0.1, "motion": 0.3}
-Z_REFUSE = 2.3  # z of the peak (see LagCurve.z) where the confidence is 0.5
+# z of the peak (see LagCurve.z) where the confidence is 0.5, per cue: chosen on the shifted
+# av/speech clips of benchmarks/sync.py (lips: 2.1 since the 1-3 kHz envelope; 2.3 before)
+Z_REFUSE = {"lips": 2.1, "motion": 2.3}
 FLOOR_WEIGHT = 0.05
+# the audio band whose envelope follows the lips best: the second-formant region (Grant &
+# Seitz, 2000: the F2 band's envelope correlates best with lip area; Chandrasekaran et al.,
+# 2009: mouth opening follows the 1-3 kHz envelope most). On the unshifted av/speech clips its
+# rate of change against the jaw's peaked at the natural lag on 16 of 21 clips, against 13 of
+# 21 for the broadband RMS envelope (benchmarks/sync.py measures the effect on sync).
+LIPS_BAND_HZ = (1000.0, 3000.0)
+# speech's 1-3 kHz envelope trails the jaw opening by this: the median best lag of
+# benchmarks/sync.py on the unshifted av/speech clips that it answers (0.026 s)
+LIPS_BAND_LAG_S = 0.025
 
 
 def speech_envelope(wave: np.ndarray, rate: int, hop_s: float = ENV_HOP_S,
@@ -53,6 +64,39 @@ def speech_envelope(wave: np.ndarray, rate: int, hop_s: float = ENV_HOP_S,
     lo = np.clip(centres - win // 2, 0, len(wave))
     hi = np.clip(centres + win // 2, 0, len(wave))
     env = np.sqrt((power[hi] - power[lo]) / np.maximum(hi - lo, 1))
+    return env, centres / rate
+
+
+def band_envelope(wave: np.ndarray, rate: int, band_hz: tuple[float, float] = LIPS_BAND_HZ,
+                  hop_s: float = ENV_HOP_S, win_s: float = ENV_WIN_S
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """RMS envelope of one frequency band (default :data:`LIPS_BAND_HZ`), on the time axis of
+    :func:`speech_envelope`.
+
+    Args:
+        wave: ``[samples]`` float32 at ``rate`` Hz.
+        band_hz: ``(low, high)`` Hz; the STFT bins from ``low`` (inclusive) to ``high``.
+
+    Returns:
+        ``(envelope [N] float64, times [N] seconds)``: one value per ``hop_s``, the root mean
+        power of the band's bins in a Hann-windowed ``win_s`` frame centred on its time (the
+        frame is widened to hold two bins where the band is narrower). Its scale is arbitrary
+        but the same for every frame.
+    """
+    hop = max(1, int(round(hop_s * rate)))
+    win = max(hop, int(round(win_s * rate)), int(np.ceil(2.0 * rate / max(band_hz[1] - band_hz[0], 1.0))))
+    freqs = np.fft.rfftfreq(win, 1.0 / rate)
+    band = (freqs >= band_hz[0]) & (freqs < band_hz[1])
+    centres = np.arange(0, len(wave), hop)
+    env = np.zeros(len(centres))
+    if not band.any():
+        return env, centres / rate
+    padded = np.pad(wave.astype(np.float64), (win // 2, win - win // 2))
+    frames = np.lib.stride_tricks.sliding_window_view(padded, win)
+    window = np.hanning(win)
+    for i in range(0, len(centres), 4096):  # chunks: a long clip never holds all frames at once
+        chunk = frames[centres[i:i + 4096]] * window
+        env[i:i + 4096] = np.sqrt((np.abs(np.fft.rfft(chunk, axis=1)[:, band]) ** 2).mean(axis=1))
     return env, centres / rate
 
 
@@ -101,8 +145,8 @@ class LagCurve:
 
     @property
     def confidence(self) -> float:
-        """0..1, a logistic of :attr:`z` that is 0.5 at :data:`Z_REFUSE`."""
-        return float(1.0 / (1.0 + np.exp(-2.0 * (self.z - Z_REFUSE))))
+        """0..1, a logistic of :attr:`z` that is 0.5 at the cue's :data:`Z_REFUSE`."""
+        return float(1.0 / (1.0 + np.exp(-2.0 * (self.z - Z_REFUSE[self.cue]))))
 
 
 def moving_average(x: np.ndarray, n: int) -> np.ndarray:

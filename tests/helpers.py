@@ -98,14 +98,16 @@ class SyllableFaceTracker:
 def syllable_clip(folder, seed: int, duration: float, rate: int = RATE, fps: int = 25,
                   width: int = 320, height: int = 240):
     """``(mp4 path, syllable spans)``: a still grey picture and a voice-like buzz (120 Hz
-    harmonics) shaped by :func:`syllable_envelope` of ``syllable_spans(seed, duration)``."""
+    harmonics up to 3.8 kHz, falling 6 dB per octave, so it has the 1-3 kHz energy that
+    ``avsplit sync`` listens to) shaped by :func:`syllable_envelope` of
+    ``syllable_spans(seed, duration)``."""
     import soundfile as sf
 
     from avsplit import media
 
     spans = syllable_spans(seed, duration)
     t = np.arange(int(duration * rate)) / rate
-    buzz = sum(np.sin(2 * np.pi * 120 * k * t) / k for k in range(1, 8))
+    buzz = sum(np.sin(2 * np.pi * 120 * k * t) / k for k in range(1, 33))
     wav = folder / "voice.wav"
     sf.write(wav, (0.3 * syllable_envelope(t, spans) * buzz).astype(np.float32), rate)
     out = folder / "speech.mp4"

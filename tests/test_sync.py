@@ -5,7 +5,7 @@ The measuring clip (5 s, still 320x240 grey picture, 25 fps) has a voice-like bu
 random syllables; a fake face tracker (passed through ``Engine(face_tracker=...)``, or put in
 place of MediaPipe's for the CLI) gives one face whose jaw opening follows the same
 syllables, leading the sound by a chosen time. A natural speaker's jaw leads the sound by
-:data:`avsplit.associate.NATURAL_LAG_S`, which ``measure_offset`` takes off.
+:data:`avsplit.synchrony.LIPS_BAND_LAG_S`, which ``measure_offset`` takes off.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ import pytest
 import soundfile as sf
 
 from avsplit import media
-from avsplit.associate import NATURAL_LAG_S
 from avsplit.engine import Engine
 from avsplit.errors import AvsplitError
-from avsplit.sync import MIN_CONFIDENCE, TOLERANCE_S, SyncRefused, fix_offset, measure_offset
+from avsplit.sync import (MIN_CONFIDENCE, MIN_EVIDENCE_S, TOLERANCE_S, SyncRefused, fix_offset,
+                          measure_offset)
+from avsplit.synchrony import LIPS_BAND_LAG_S as NATURAL_LAG_S
 from helpers import SyllableFaceTracker, syllable_clip, syllable_envelope
 
 FPS, W, H, DURATION, RATE = 25, 320, 240, 5.0, 16000
@@ -96,7 +97,7 @@ def test_a_faceless_motionless_clip_is_refused(speech_clip):
 
 
 def test_a_too_short_clip_is_refused(tmp_path):
-    path, spans = syllable_clip(tmp_path, 3, 1.2, RATE, FPS, W, H)
+    path, spans = syllable_clip(tmp_path, 3, 0.8 * MIN_EVIDENCE_S, RATE, FPS, W, H)
     with pytest.raises(SyncRefused, match="too short"):
         _measure(path, FakeFaceTracker(spans, lead=NATURAL_LAG_S))
 
@@ -227,3 +228,22 @@ def test_fix_offset_moves_a_click_track(tmp_path, make_media):
     assert abs((onset_b - onset_a) - 0.2) < 0.01
     assert media.probe(out).video.codec == media.probe(clip).video.codec
     assert not list(tmp_path.glob(".*"))
+
+
+def test_the_band_envelope_hears_only_its_band():
+    from avsplit.synchrony import band_envelope, speech_envelope
+
+    rate = 16000
+    t = np.arange(rate) / rate
+    on = (t >= 0.25) & (t < 0.75)
+    in_band = np.where(on, np.sin(2 * np.pi * 2000 * t), 0.0).astype(np.float32)
+    below = np.sin(2 * np.pi * 300 * t).astype(np.float32)  # loud, steady, outside 1-3 kHz
+    env, times = band_envelope(in_band + below, rate)
+    ref_env, ref_times = speech_envelope(in_band + below, rate)
+    assert np.allclose(times, ref_times)  # one time axis with the RMS envelope
+    inside = env[(times > 0.3) & (times < 0.7)]
+    outside = env[((times > 0.05) & (times < 0.2)) | ((times > 0.8) & (times < 0.95))]  # not the padded ends
+    assert outside.max() < 0.01 * inside.min()  # the 300 Hz tone is not heard
+    broadband_in = ref_env[(ref_times > 0.3) & (ref_times < 0.7)]
+    broadband_out = ref_env[(ref_times < 0.2) | (ref_times > 0.8)]
+    assert broadband_out.min() > 0.5 * broadband_in.max()  # while the RMS envelope hears it
