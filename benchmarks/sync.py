@@ -123,13 +123,16 @@ def table(rows: list[dict]) -> str:
         groups.append((f"  lips: {corpus}", [r for r in rows if r["cue"] == "lips"
                                             and r["clip"].split("/")[1] == corpus]))
     groups.append(("motion (no face): av/other + offscreen_speech_dog", [r for r in rows if r["cue"] == "motion"]))
+    groups.append(("all av/speech clips (lips, and motion for the faceless one)",
+                   [r for r in rows if r["clip"].startswith("speech/")]))
+    groups.append(("all clips", rows))
     lines = ["| clips | shifted copies | refused | within one frame of the applied offset (of those not refused) "
              "| within one frame, relative to the unshifted estimate |", "|---|---:|---:|---:|---:|"]
     for name, g in groups:
         if not g:
             continue
         refused = sum(1 for r in g if r["refused"])
-        absolute = _share(g, "abs_ok") if "motion" not in name else "(no truth)"
+        absolute = _share(g, "abs_ok") if name.startswith(("lips", "  lips")) else "(no truth)"
         lines.append(f"| {name} | {len(g)} | {100 * refused / len(g):.0f} % ({refused}) | {absolute} | "
                      f"{_share(g, 'rel_ok')} |")
     per_shift = ["", "| applied offset (ms) | " + " | ".join(str(m) for m in OFFSETS_MS if m) + " |",
