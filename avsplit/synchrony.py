@@ -2,7 +2,8 @@
 movement that the association and the event timeline read.
 
 What is seen (a face's jaw opening, the picture's motion) and what is heard (a source's RMS
-envelope) are put on one 10 ms grid and correlated over audio lags (Owens & Efros, 2018,
+envelope; for ``avsplit sync``'s lips cue, the mixture's 1-3 kHz envelope, :func:`band_envelope`)
+are put on one 10 ms grid and correlated over audio lags (Owens & Efros, 2018,
 "Multisensory"; Chung & Zisserman, 2016, "SyncNet"): rates of change smoothed over 50 ms
 (they match timing better than levels match levels), in a Pearson r weighted by how much the
 mouth moves or whether there is sound, whichever is larger, so that a still mouth while a voice
@@ -228,7 +229,8 @@ def rate_of_change(x: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray
 def heard_signal(envelope: tuple[np.ndarray, np.ndarray], grid: np.ndarray, onsets: bool
                  ) -> tuple[np.ndarray, np.ndarray]:
     """The audio side on the grid: ``(signal, activity 0..1)``, from an RMS envelope
-    (:func:`speech_envelope`, ``(values [N], times [N] s)``). For lips, the rate of change
+    (:func:`speech_envelope`, or :func:`band_envelope` for the lips cue of ``avsplit sync``;
+    ``(values [N], times [N] s)``). For lips, the rate of change
     of the envelope (the jaw's rate of change matches it better than opening matches
     level: 68 % against 49 % of shifted ``av/speech`` clips within a frame in development);
     for motion, the half-wave rectified rise of the envelope in dB (onsets). Speech activity:
