@@ -264,7 +264,8 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
             matched[k] = s
     evidence: dict[int, str] = {}  # why a source is on-screen where it is not plain sync
     # real voices: within lone_db of the loudest candidate (the weak-evidence rules' candidates)
-    real = [k for k in active if level[k] >= max(level[j] for j in active) - lone_db]
+    loudest = max((level[k] for k in active), default=0.0)
+    real = [k for k in active if level[k] >= loudest - lone_db]
     if matched and moving is not None and np.isfinite(pair_z):
         taken = {s.track_id for s in matched.values()}
         for i, f in zip(rows, cols):

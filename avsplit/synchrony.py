@@ -80,12 +80,11 @@ def band_envelope(wave: np.ndarray, rate: int, band_hz: tuple[float, float] = LI
 
     Returns:
         ``(envelope [N] float64, times [N] seconds)``: one value per ``hop_s``, the root mean
-        power of the band's bins in a Hann-windowed ``win_s`` frame centred on its time (the
-        frame is widened to hold two bins where the band is narrower). Its scale is arbitrary
-        but the same for every frame.
+        power of the band's bins in a Hann-windowed ``win_s`` frame centred on its time (zeros
+        when no bin falls in the band). Its scale is arbitrary but the same for every frame.
     """
     hop = max(1, int(round(hop_s * rate)))
-    win = max(hop, int(round(win_s * rate)), int(np.ceil(2.0 * rate / max(band_hz[1] - band_hz[0], 1.0))))
+    win = max(hop, int(round(win_s * rate)))
     freqs = np.fft.rfftfreq(win, 1.0 / rate)
     band = (freqs >= band_hz[0]) & (freqs < band_hz[1])
     centres = np.arange(0, len(wave), hop)

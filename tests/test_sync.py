@@ -22,7 +22,7 @@ from avsplit.engine import Engine
 from avsplit.errors import AvsplitError
 from avsplit.sync import (MIN_CONFIDENCE, MIN_EVIDENCE_S, TOLERANCE_S, SyncRefused, fix_offset,
                           measure_offset)
-from avsplit.synchrony import LIPS_BAND_LAG_S as NATURAL_LAG_S
+from avsplit.synchrony import LIPS_BAND_LAG_S
 from helpers import SyllableFaceTracker, syllable_clip, syllable_envelope
 
 FPS, W, H, DURATION, RATE = 25, 320, 240, 5.0, 16000
@@ -48,7 +48,7 @@ def _measure(path, tracker):
 @pytest.mark.parametrize("late", [-0.5, -0.32, -0.16, 0.12, 0.28, 0.5])
 def test_a_known_offset_is_found_within_one_frame(speech_clip, late):
     path, spans = speech_clip
-    tracker = FakeFaceTracker(spans, lead=NATURAL_LAG_S + late)  # the sound comes `late` s late
+    tracker = FakeFaceTracker(spans, lead=LIPS_BAND_LAG_S + late)  # the sound comes `late` s late
     result = _measure(path, tracker)
     assert abs(tracker.frames - DURATION * FPS) <= 1  # the tracker saw the whole video
     assert abs(result["offset_s"] - late) <= FRAME_S
@@ -61,7 +61,7 @@ def test_a_known_offset_is_found_within_one_frame(speech_clip, late):
 
 def test_a_natural_speaker_is_in_sync(speech_clip):
     path, spans = speech_clip
-    result = _measure(path, FakeFaceTracker(spans, lead=NATURAL_LAG_S))
+    result = _measure(path, FakeFaceTracker(spans, lead=LIPS_BAND_LAG_S))
     assert abs(result["offset_s"]) <= TOLERANCE_S and result["in_sync"] is True
     assert result["r"] > 0.8 and result["confidence"] > 0.9
 
@@ -99,7 +99,7 @@ def test_a_faceless_motionless_clip_is_refused(speech_clip):
 def test_a_too_short_clip_is_refused(tmp_path):
     path, spans = syllable_clip(tmp_path, 3, 0.8 * MIN_EVIDENCE_S, RATE, FPS, W, H)
     with pytest.raises(SyncRefused, match="too short"):
-        _measure(path, FakeFaceTracker(spans, lead=NATURAL_LAG_S))
+        _measure(path, FakeFaceTracker(spans, lead=LIPS_BAND_LAG_S))
 
 
 def test_sync_needs_video_and_audio(audio_wav, video_no_audio):
@@ -151,7 +151,7 @@ def _cli(monkeypatch, tracker, *args):
 
 def test_cli_json_gives_offset_confidence_and_face(speech_clip, monkeypatch):
     path, spans = speech_clip
-    res = _cli(monkeypatch, FakeFaceTracker(spans, lead=NATURAL_LAG_S + 0.2), path, "--json", "-q")
+    res = _cli(monkeypatch, FakeFaceTracker(spans, lead=LIPS_BAND_LAG_S + 0.2), path, "--json", "-q")
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert abs(out["offset_s"] - 0.2) <= FRAME_S and out["status"] == "done"
@@ -196,7 +196,7 @@ def test_cli_fix_copies_the_video_and_shifts_the_audio_by_the_measured_offset(
     path, spans = speech_clip
     # a clip whose audio is `late` s late: the fake face leads the sound by natural + late
     out = tmp_path / "fixed.mp4"
-    res = _cli(monkeypatch, FakeFaceTracker(spans, lead=NATURAL_LAG_S + late), path, "--fix",
+    res = _cli(monkeypatch, FakeFaceTracker(spans, lead=LIPS_BAND_LAG_S + late), path, "--fix",
                "-o", out, "--json", "-q")
     assert res.exit_code == 0, res.output
     measured = json.loads(res.stdout)["offset_s"]
