@@ -74,7 +74,7 @@ METHOD_NAMES = {"ours": "ours", "mixture": "mixture floor", "nmf_sup": "NMF (sup
                 "nmf_learned": "NMF (learnt assignment)",
                 "nmf_learned_net": "NMF (learnt assignment + network prior)",
                 "mean": "mean of ours and NMF (learnt)",
-                "mean_prior": "mean of ours and NMF (learnt + prior)",
+                "mean_prior": "combined (the default): mean of ours and NMF (learnt + prior)",
                 "choice": "per clip: ours or NMF (learnt + prior), more confident",
                 "net_soft": "control: ours averaged with its own masks spread evenly"}
 #: The methods of this run, in table order (set from ``--methods``).
@@ -493,11 +493,12 @@ def instrument_table(rows: list[dict]) -> str:
     groups = {"MUSIC pairs": [r for r in rows if r["set"] == "MUSIC pairs"],
               "URMP pairs + trios": [r for r in rows if r["set"].startswith("URMP")]}
     per: dict[str, dict[str, list]] = {}
+    prod = product_method(METHODS_RUN)
     for g, rs in groups.items():
         for r in rs:
             for i, lab in enumerate(r["labels"]):
                 per.setdefault(lab, {}).setdefault(g, []).append(
-                    [r["ours"][k][i] for k in ("sdr", "sir", "sar")])
+                    [r[prod][k][i] for k in ("sdr", "sir", "sar")])
     head = "| instrument | " + " | ".join(f"{g} SDR | SIR | SAR | n" for g in groups) + " |"
     lines = [head, "|---|" + "---:|" * 4 * len(groups)]
     for lab in sorted(per):
@@ -523,18 +524,27 @@ def recognition_table(rec: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def product_method(methods) -> str:
+    """The method that is what ``avsplit separate --mode instruments`` does by default
+    (``--separator combined``: the network's masks averaged with the NMF's, ``mean_prior``)
+    when it was run, else the network alone (``ours``)."""
+    return "mean_prior" if "mean_prior" in methods else "ours"
+
+
 def targets(summ: dict, rec: list[dict] | str) -> list[tuple[str, str, bool | None]]:
     """``(target, measured, met)``; ``met`` is ``None`` when it was not measured."""
     m = summ.get("MUSIC pairs")
     out = []
     if m:
         base = "nmf_sup" if "nmf_sup" in m else "nmf"
-        out += [("average SDR on the MUSIC pairs >= 6.1 dB", f"{m['ours']['sdr']:.2f} dB",
-                 m["ours"]["sdr"] >= 6.1),
-                ("average SIR on the MUSIC pairs >= 10.9 dB", f"{m['ours']['sir']:.2f} dB",
-                 m["ours"]["sir"] >= 10.9)]
+        prod = product_method(m)
+        name = f" ({METHOD_NAMES[prod]})"
+        out += [("average SDR on the MUSIC pairs >= 6.1 dB", f"{m[prod]['sdr']:.2f} dB{name}",
+                 m[prod]["sdr"] >= 6.1),
+                ("average SIR on the MUSIC pairs >= 10.9 dB", f"{m[prod]['sir']:.2f} dB{name}",
+                 m[prod]["sir"] >= 10.9)]
         if base in m:
-            gap = m["ours"]["sdr"] - m[base]["sdr"]
+            gap = m[prod]["sdr"] - m[base]["sdr"]
             oracle = (f"; NMF with oracle grouping {m['nmf']['sdr']:.2f} dB" if "nmf" in m
                       else "")
             out.append(("SDR >= 3 dB above the NMF baseline (MUSIC pairs)",
@@ -590,7 +600,7 @@ def report(rows, summ, skipped_music, rec, synth_note, rtf, model_id, args,
         notes.append(f"Synthetic validation: {SYNTH_ITEMS} two-instrument mixtures "
                      f"({SYNTH_S:.0f} s, parts at equal RMS) of held-out scores rendered with the "
                      f"held-out soundfont (`{args.pools}/pool-valid.pt`).")
-    parts += [" ".join(notes), "", "Per instrument (ours):", "", instrument_table(rows), ""]
+    parts += [" ".join(notes), "", f"Per instrument ({METHOD_NAMES[product_method(METHODS_RUN)]}):", "", instrument_table(rows), ""]
     if isinstance(rec, str):
         parts += [f"Recognition: skipped, {rec}.", ""]
     else:
@@ -648,6 +658,10 @@ def main() -> None:
                         help="comma-separated subset of music,urmp,synthetic,recognition,av")
     parser.add_argument("--limit", type=int, default=None,
                         help="at most this many items per set (and clips for recognition)")
+    parser.add_argument("--music-fold", type=int, choices=(0, 1), default=None,
+                        help="only the MUSIC pairs of this fold of avsplit.train.corpus."
+                             "music_pair_folds (to score a separator trained on the other "
+                             "fold's solos)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's own choice)")
     parser.add_argument("--device", default="cpu")
@@ -689,6 +703,11 @@ def main() -> None:
     items, skipped, synth_note = [], [], None
     if "music" in sets:
         music, skipped = music_items(args.data)
+        if args.music_fold is not None:
+            from avsplit.train.corpus import music_pair_folds
+
+            fold_of = music_pair_folds(args.data)
+            music = [it for it in music if fold_of[it["item"]] == args.music_fold]
         items += music[:args.limit]
     if "urmp" in sets:
         items += urmp_items(args.data, 2)[:args.limit] + urmp_items(args.data, 3)[:args.limit]

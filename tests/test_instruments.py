@@ -112,6 +112,61 @@ def test_training_example_asks_only_for_playing_instruments_and_adds_up_to_the_m
     assert subsets > 0  # some examples ask for a subset only
 
 
+def test_real_solo_examples_mix_different_labelled_solos_that_add_up_to_the_mixture():
+    pool = _sine_pool()
+    rng = np.random.default_rng(1)
+    # "real" solos: noise bands, one per label, so a stem can be told apart from the pool's sines
+    bands = {"violin": (2000, 2600), "cello": (3000, 3600), "flute": (4000, 4600)}
+    solos = []
+    for label, (lo, hi) in bands.items():
+        spec = np.zeros(5 * 11025 // 2 + 1, complex)
+        spec[lo * 5:hi * 5] = np.exp(2j * np.pi * rng.random(600 * 5))
+        solos.append((label, np.fft.irfft(spec, 5 * 11025).astype(np.float32)))
+    real = rendered = 0
+    for _ in range(30):
+        ex = make_example(pool, 8000, rng, augment=True, solos=solos, p_real=1.0)
+        np.testing.assert_allclose(ex.stems.sum(axis=0) + ex.residual, ex.mixture, atol=1e-5)
+        assert len(set(ex.labels)) == len(ex.labels)
+        for label, stem in zip(ex.labels, ex.stems):
+            spec = np.abs(np.fft.rfft(stem)) ** 2
+            hz = np.fft.rfftfreq(len(stem), 1 / 11025)
+            if label in bands:
+                lo, hi = bands[label]
+                inside = spec[(hz > lo - 300) & (hz < hi + 300)].sum()
+                assert inside > 0.9 * spec.sum()  # the stem is that label's solo
+                real += 1
+            else:
+                rendered += 1
+    assert real >= 60  # two or three real solos per example
+    assert rendered > 0  # now and then a rendered instrument joins them
+
+
+def test_music_folds_keep_a_shared_solo_recording_in_one_fold(tmp_path):
+    from avsplit.train.corpus import music_pair_folds, music_solos
+
+    rng = np.random.default_rng(0)
+    rate = 11025
+    recording = {k: rng.standard_normal(6 * rate).astype(np.float32) for k in "abcdefgh"}
+    pairs = {"violin-cello": "ab", "cello-flute": "bc",  # share recording b
+             "flute-tuba": "de", "tuba-violin": "fg", "violin-flute": "hd"}  # d shared
+    for name, (x, y) in pairs.items():
+        folder = tmp_path / "audio" / "music" / "MUSIC" / name
+        folder.mkdir(parents=True)
+        sf.write(folder / "gt1.flac", recording[x], rate)
+        # the shared recording appears shifted by 0.3 s, as overlapping cuts do
+        sf.write(folder / "gt2.flac", np.roll(recording[y], int(0.3 * rate)), rate)
+        sf.write(folder / "mix.flac", recording[x] + recording[y], rate)
+    folds = music_pair_folds(tmp_path)
+    assert set(folds) == set(pairs)
+    assert folds["violin-cello"] == folds["cello-flute"]
+    assert folds["flute-tuba"] == folds["violin-flute"]
+    assert len(set(folds.values())) == 2  # both folds used
+    assert folds["tuba-violin"] != folds["flute-tuba"]  # the smaller fold takes the lone pair
+    solos = music_solos(tmp_path, {folds["flute-tuba"]}, rate)
+    assert [lab for lab, _ in solos] == ["flute", "tuba", "violin", "flute"]
+    assert all(len(x) == 6 * rate for _, x in solos)
+
+
 def test_separation_loss_rewards_the_true_stems_and_masks_compete():
     import torch
 

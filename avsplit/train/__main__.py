@@ -49,6 +49,11 @@ def main() -> None:
     it.add_argument("--lr", type=float, default=1e-3)
     it.add_argument("--threads", type=int, default=2)
     it.add_argument("--init", type=Path, default=None, help="checkpoint to warm-start from")
+    it.add_argument("--music-folds", default=None,
+                    help="mix the real MUSIC solos of these folds into training (0, 1 or 0,1; "
+                         "needs --data); the other fold's pairs are validated on")
+    it.add_argument("--p-real", type=float, default=0.5,
+                    help="share of training mixtures made of real solos (with --music-folds)")
     nm = sub.add_parser("nmf", help="component classifier of the NMF instrument separator")
     nm.add_argument("--pools", type=Path, default=Path("runs/music"))
     nm.add_argument("--out", type=Path, default=Path("runs/nmf"))
@@ -83,7 +88,9 @@ def main() -> None:
         from avsplit.train.instruments import train
 
         train(args.pools, args.out, data=args.data, steps=args.steps, batch=args.batch,
-              seconds=args.seconds, lr=args.lr, threads=args.threads, init=args.init)
+              seconds=args.seconds, lr=args.lr, threads=args.threads, init=args.init,
+              music_folds=({int(k) for k in args.music_folds.split(",")}
+                           if args.music_folds else None), p_real=args.p_real)
 
 
 if __name__ == "__main__":

@@ -176,3 +176,76 @@ def urmp_items(data: Path, n_sources: int, max_s: float = 10.0, rate: int | None
                           "labels": [labels[i] for i in combo],
                           "refs": stems[:, start:start + length], "rate": sr})
     return items
+
+
+# --- MUSIC solos: the real solo recordings of the MUSIC pairs, split in two folds ---------------
+
+#: Two gt solos whose best normalised cross-correlation (first 5 s) reaches this are one recording.
+SAME_RECORDING_CORR = 0.3
+
+
+def _music_pair_labels(name: str) -> list[str]:
+    from avsplit.labels import normalize_label
+
+    return [normalize_label(n) for n in name.split("-") if not n.isdigit()][:2]
+
+
+def music_pair_folds(data: Path) -> dict[str, int]:
+    """MUSIC pair folder name -> fold 0 or 1, so that no solo recording is in both folds.
+
+    The MUSIC evaluation pairs reuse solos: the same recording (the same 5.9 s cut or an
+    overlapping one) is ``gt`` of up to five pairs. Two solos are one recording when their best
+    normalised cross-correlation over the first 5 s is at least :data:`SAME_RECORDING_CORR`;
+    pairs that share a recording are grouped (union-find), and the groups are dealt to the two
+    folds largest first, each to the fold with fewer pairs so far (ties: fold 0; groups in name
+    order). Training on one fold's solos and scoring on the other fold's pairs is then a real
+    held-out test. Raises ``FileNotFoundError`` without ``DATA/audio/music/MUSIC``."""
+    root = Path(data) / "audio" / "music" / "MUSIC"
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} not found")
+    pairs = sorted(p.name for p in root.iterdir() if (p / "gt1.flac").exists())
+    keys, spectra, norms = [], [], []
+    n = 5 * 11025
+    for pair in pairs:
+        for gt in ("gt1", "gt2"):
+            x = load_mono(root / pair / f"{gt}.flac", 11025)[:n]
+            x = np.pad(x, (0, n - len(x))).astype(np.float64)
+            keys.append(pair)
+            spectra.append(np.fft.rfft(x, 2 * n))
+            norms.append(np.linalg.norm(x) + 1e-9)
+    parent = {p: p for p in pairs}
+
+    def find(p: str) -> str:
+        while parent[p] != p:
+            p = parent[p]
+        return p
+
+    for i in range(len(keys)):
+        for j in range(i + 1, len(keys)):
+            if keys[i] == keys[j]:
+                continue
+            corr = np.abs(np.fft.irfft(spectra[i] * np.conj(spectra[j]))).max() / (norms[i] * norms[j])
+            if corr >= SAME_RECORDING_CORR:
+                parent[find(keys[i])] = find(keys[j])
+    groups: dict[str, list[str]] = {}
+    for p in pairs:
+        groups.setdefault(find(p), []).append(p)
+    folds, sizes = {}, [0, 0]
+    for group in sorted(groups.values(), key=lambda g: (-len(g), g[0])):
+        k = int(sizes[1] < sizes[0])
+        sizes[k] += len(group)
+        folds.update({p: k for p in group})
+    return folds
+
+
+def music_solos(data: Path, folds: set[int], rate: int) -> list[tuple[str, np.ndarray]]:
+    """The real solo recordings (``gt1``/``gt2``) of the MUSIC pairs in ``folds`` of
+    :func:`music_pair_folds`: ``[(label, [samples] float32 at rate Hz)]``, in pair-name order.
+    A recording shared by several pairs (they are all in one fold) comes once per pair."""
+    root = Path(data) / "audio" / "music" / "MUSIC"
+    solos = []
+    for pair, fold in sorted(music_pair_folds(data).items()):
+        if fold in folds:
+            for gt, label in zip(("gt1", "gt2"), _music_pair_labels(pair)):
+                solos.append((label, load_mono(root / pair / f"{gt}.flac", rate).astype(np.float32)))
+    return solos

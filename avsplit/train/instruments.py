@@ -24,13 +24,24 @@ target, and learnt "silent when unsure": on real recordings 61 % of the mixture 
   that comes out too quiet is penalised (SDR is not scale-invariant);
 * mask power 1 at inference.
 
+Real solos (``--music-folds``, 2026-12-03): a share of the mixtures (``--p-real``, 0.5) is made
+of real solo recordings instead, the ``gt`` solos of the MUSIC pairs in ``../shared/data``
+(Sound of Pixels' own Mix-and-Separate of real solos, Zhao et al. 2018, Sec. 3.1): two or three
+of different labels, now and then with one rendered instrument. The pairs are split in two
+folds that share no recording (:func:`avsplit.train.corpus.music_pair_folds`), so a network
+trained on one fold's solos is scored on the other fold's pairs; the shipped one is trained on
+both.
+
 Validation (logged every 250 steps): SI-SDR improvement of every stem over the mixture for
 2- and 3-instrument mixtures from held-out scores rendered with the held-out soundfont, and on
-real URMP pairs (``DATA/audio/music/URMP``; the MUSIC pairs are left to the benchmark).
+real URMP pairs (``DATA/audio/music/URMP``), and with one fold's solos in training on the
+other fold's MUSIC pairs ("music").
 
     python -m avsplit.train music-data --out runs/music --scores 700
     python -m avsplit.train instruments --pools runs/music --data ../shared/data \
         --out runs/instruments3 --steps 5000
+    python -m avsplit.train instruments --pools runs/music --data ../shared/data \
+        --out runs/instreal --steps 10000 --init weights/instrument_unet.pt --music-folds 0,1
 """
 
 from __future__ import annotations
@@ -222,22 +233,58 @@ def _pick_sources(pool: StemPool, length: int, n: int, rng: np.random.Generator
     return picked
 
 
+def _pick_real_solos(solos: list[tuple[str, np.ndarray]], pool: StemPool, length: int,
+                     rng: np.random.Generator) -> list[tuple[str, np.ndarray, bool]]:
+    """Two real solos (three with p = 0.3) with different labels, each cut at the loudest of
+    four random windows, and with p = 0.3 one more rendered instrument of another label:
+    ``[(label, crop, is_real)]``."""
+    n = 3 if rng.random() < 0.3 else 2
+    picked: list[tuple[str, np.ndarray, bool]] = []
+    for i in rng.permutation(len(solos)):
+        label, x = solos[int(i)]
+        if label in {lab for lab, _, _ in picked}:
+            continue
+        starts = rng.integers(0, max(len(x) - length, 1), 4)
+        crops = [_active_crop(x, int(s), length) for s in starts]
+        picked.append((label, max(crops, key=_rms), True))
+        if len(picked) == n:
+            break
+    if rng.random() < 0.3:
+        for label, x in _pick_sources(pool, length, 4, rng):
+            if label not in {lab for lab, _, _ in picked}:
+                picked.append((label, x, False))
+                break
+    return picked
+
+
 def make_example(pool: StemPool, length: int, rng: np.random.Generator,
                  n_sources: int | None = None, augment: bool = False, p_subset: float = 0.2,
-                 p_interferer: float = 0.35) -> Example:
+                 p_interferer: float = 0.35, solos: list[tuple[str, np.ndarray]] | None = None,
+                 p_real: float = 0.0) -> Example:
     """One training (or validation) example; see the module docstring for the recipe.
 
     Args:
         pool: rendered stems; length: samples.
         n_sources: instruments in the mixture (default 1-4, mostly 2-3).
-        augment: :func:`augment_timbre` on every stem (training).
+        augment: :func:`augment_timbre` on every stem (training); real solos get the speed and
+            equaliser change but a synthetic room only with p = 0.2 (they have their own room).
         p_subset: probability of asking for a random non-empty subset of the instruments.
         p_interferer: probability of each interferer (bass line, drums).
+        solos: real solo recordings ``[(label, [samples] float32 at pool.rate)]``
+            (:func:`avsplit.train.corpus.music_solos`); with probability ``p_real`` the mixture
+            is made of them instead (Sound of Pixels' Mix-and-Separate of real solos, Zhao et
+            al. 2018, Sec. 3.1), see :func:`_pick_real_solos`.
     """
-    n = n_sources or int(rng.choice([1, 2, 3, 4], p=[0.1, 0.4, 0.3, 0.2]))
-    picked = _pick_sources(pool, length, n, rng)
+    if solos and rng.random() < p_real:
+        chosen = _pick_real_solos(solos, pool, length, rng)
+    else:
+        n = n_sources or int(rng.choice([1, 2, 3, 4], p=[0.1, 0.4, 0.3, 0.2]))
+        chosen = [(lab, x, False) for lab, x in _pick_sources(pool, length, n, rng)]
+    picked = [(lab, x) for lab, x, _ in chosen]
     if augment:
-        picked = [(lab, augment_timbre(x, rng, pool.rate, eq_db=10.0)) for lab, x in picked]
+        picked = [(lab, augment_timbre(x, rng, pool.rate, p_reverb=0.2 if real else 0.5,
+                                       eq_db=6.0 if real else 10.0))
+                  for lab, x, real in chosen]
     sources = [(lab, x / _rms(x) * 10 ** (rng.uniform(-8, 8) / 20)) for lab, x in picked]
     rest = np.zeros(length, np.float32)
     for name in INTERFERER_LABELS:
@@ -314,6 +361,26 @@ def validation_set(pool: StemPool, length: int, per_condition: int = 40, seed: i
                         for _ in range(per_condition)] for n in (2, 3)}
 
 
+def music_validation_set(data: Path, folds: set[int], rate: int) -> list[Example]:
+    """The real MUSIC pairs of ``folds`` (:func:`avsplit.train.corpus.music_pair_folds`) with
+    two different labels, whole (5.9 s), as examples at ``rate``."""
+    from avsplit.train.corpus import _music_pair_labels, load_mono, music_pair_folds
+
+    root = Path(data) / "audio" / "music" / "MUSIC"
+    out = []
+    for pair, fold in sorted(music_pair_folds(data).items()):
+        labels = _music_pair_labels(pair)
+        if fold not in folds or labels[0] == labels[1]:
+            continue
+        refs = [load_mono(root / pair / f"{gt}.flac", rate) for gt in ("gt1", "gt2")]
+        n = min(map(len, refs))
+        refs = np.stack([r[:n] for r in refs]).astype(np.float32)
+        scale = 0.1 / (_rms(refs.sum(0)) + 1e-8)
+        out.append(Example((refs.sum(0) * scale).astype(np.float32), refs * scale, labels,
+                           np.zeros(n, np.float32)))
+    return out
+
+
 def real_validation_set(data: Path, rate: int, seconds: float = 6.0, limit: int = 24
                         ) -> list[Example]:
     """Real URMP pairs (:func:`avsplit.train.corpus.urmp_items`) as examples at ``rate``, at
@@ -356,10 +423,15 @@ def evaluate(model: EnsembleSeparator, sets: dict[str, list[Example]], batch: in
 
 def train(pools: Path, out: Path, data: Path | None = None, steps: int = 5000, batch: int = 8,
           seconds: float = 3.0, lr: float = 1e-3, threads: int = 2, seed: int = 0,
-          init: Path | None = None, config: EnsembleSeparatorConfig | None = None) -> Path:
+          init: Path | None = None, config: EnsembleSeparatorConfig | None = None,
+          music_folds: set[int] | None = None, p_real: float = 0.5) -> Path:
     """Train (or resume) into ``out`` from the rendered pools in ``pools`` (see
-    :func:`render_data`), validating on ``data``'s URMP pairs too when given. Returns the
-    path of ``out/best.pt`` (best mean over the validation sets)."""
+    :func:`render_data`), validating on ``data``'s URMP pairs too when given. With
+    ``music_folds`` (a subset of ``{0, 1}``, needs ``data``), a share ``p_real`` of the training
+    mixtures is made of the real MUSIC solos of those folds
+    (:func:`avsplit.train.corpus.music_solos`), and the MUSIC pairs of the other fold, if
+    any, are validated on too ("music"). Returns the path of ``out/best.pt`` (best mean over
+    the validation sets)."""
     torch.set_num_threads(threads)
     config = config or EnsembleSeparatorConfig()
     train_pool = load_pool(pools / "pool-train.pt")
@@ -370,10 +442,23 @@ def train(pools: Path, out: Path, data: Path | None = None, steps: int = 5000, b
         real = real_validation_set(data, config.sample_rate)
         if real:
             sets["urmp"] = real
+    solos = None
+    if music_folds:
+        if data is None:
+            raise ValueError("music_folds needs data (the MUSIC solos are in ../shared/data)")
+        from avsplit.train.corpus import music_solos
+
+        solos = music_solos(data, set(music_folds), config.sample_rate)
+        held = {0, 1} - set(music_folds)
+        if held:
+            sets["music"] = music_validation_set(data, held, config.sample_rate)
+        print(f"{len(solos)} real MUSIC solos of folds {sorted(music_folds)}; validating on "
+              f"{len(sets.get('music', []))} MUSIC pairs of folds {sorted(held)}", flush=True)
     model = EnsembleSeparator(config)
 
     def loss_of(rng: np.random.Generator) -> torch.Tensor:
-        examples = [make_example(train_pool, length, rng, augment=True) for _ in range(batch)]
+        examples = [make_example(train_pool, length, rng, augment=True, solos=solos,
+                                 p_real=p_real) for _ in range(batch)]
         return separation_loss(model, *batch_tensors(model, examples))
 
     return fit(model, out, loss_of, lambda: evaluate(model, sets), steps, lr=lr, seed=seed,
