@@ -52,7 +52,7 @@ MODELS: dict[str, ModelEntry] = {
                    "python -m avsplit.train speech --data ../shared/data",
                    "avsplit.models.speech:SpeechSeparator"),
         ModelEntry("instrument-separator", "instrument_unet.pt",
-                   "b0064e1aea14eea0e03d7057d4a652a6213b84f109acdccceb651daade55f864",
+                   "4d54e93535a3b41d70bf28778b319798045e6b105ff83a3c1201242dcca41a1f",
                    "instrument separation: mixture + the labels in it -> one stem each + residual "
                    "(log-frequency U-Net + BLSTM, competing masks, 11.025 kHz)",
                    11025, "MIT (trained by avsplit)",
