@@ -55,7 +55,6 @@ import torch
 
 from avsplit.instruments import separate_queries
 from avsplit.audio import istft, stft
-from avsplit.labels import normalize_label
 from avsplit.nmf import fit_nmf, kl_nmf
 from avsplit.train import corpus
 
@@ -118,7 +117,7 @@ def music_items(data: Path) -> tuple[list[dict], list[str]]:
     for folder in sorted((data / "audio" / "music" / "MUSIC").iterdir()):
         if not (folder / "gt1.flac").exists():
             continue
-        labels = [normalize_label(n) for n in folder.name.split("-") if not n.isdigit()][:2]
+        labels = corpus.music_pair_labels(folder.name)
         if labels[0] == labels[1]:
             skipped.append(folder.name)
             continue

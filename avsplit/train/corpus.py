@@ -12,6 +12,7 @@ that training and benchmarks agree without a stored list:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from pathlib import Path
@@ -184,7 +185,8 @@ def urmp_items(data: Path, n_sources: int, max_s: float = 10.0, rate: int | None
 SAME_RECORDING_CORR = 0.3
 
 
-def _music_pair_labels(name: str) -> list[str]:
+def music_pair_labels(name: str) -> list[str]:
+    """The two labels of a MUSIC pair folder (``cello-erhu-2`` -> ``["cello", "erhu"]``)."""
     from avsplit.labels import normalize_label
 
     return [normalize_label(n) for n in name.split("-") if not n.isdigit()][:2]
@@ -199,7 +201,13 @@ def music_pair_folds(data: Path) -> dict[str, int]:
     pairs that share a recording are grouped (union-find), and the groups are dealt to the two
     folds largest first, each to the fold with fewer pairs so far (ties: fold 0; groups in name
     order). Training on one fold's solos and scoring on the other fold's pairs is then a real
-    held-out test. Raises ``FileNotFoundError`` without ``DATA/audio/music/MUSIC``."""
+    held-out test. Computed once per folder (about 8 s: every gt decoded, all pairs
+    correlated). Raises ``FileNotFoundError`` without ``DATA/audio/music/MUSIC``."""
+    return dict(_music_pair_folds(str(Path(data).resolve())))
+
+
+@functools.lru_cache(maxsize=4)
+def _music_pair_folds(data: str) -> dict[str, int]:
     root = Path(data) / "audio" / "music" / "MUSIC"
     if not root.is_dir():
         raise FileNotFoundError(f"{root} not found")
@@ -246,6 +254,6 @@ def music_solos(data: Path, folds: set[int], rate: int) -> list[tuple[str, np.nd
     solos = []
     for pair, fold in sorted(music_pair_folds(data).items()):
         if fold in folds:
-            for gt, label in zip(("gt1", "gt2"), _music_pair_labels(pair)):
+            for gt, label in zip(("gt1", "gt2"), music_pair_labels(pair)):
                 solos.append((label, load_mono(root / pair / f"{gt}.flac", rate).astype(np.float32)))
     return solos

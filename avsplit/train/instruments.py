@@ -364,12 +364,12 @@ def validation_set(pool: StemPool, length: int, per_condition: int = 40, seed: i
 def music_validation_set(data: Path, folds: set[int], rate: int) -> list[Example]:
     """The real MUSIC pairs of ``folds`` (:func:`avsplit.train.corpus.music_pair_folds`) with
     two different labels, whole (5.9 s), as examples at ``rate``."""
-    from avsplit.train.corpus import _music_pair_labels, load_mono, music_pair_folds
+    from avsplit.train.corpus import load_mono, music_pair_folds, music_pair_labels
 
     root = Path(data) / "audio" / "music" / "MUSIC"
     out = []
     for pair, fold in sorted(music_pair_folds(data).items()):
-        labels = _music_pair_labels(pair)
+        labels = music_pair_labels(pair)
         if fold not in folds or labels[0] == labels[1]:
             continue
         refs = [load_mono(root / pair / f"{gt}.flac", rate) for gt in ("gt1", "gt2")]
