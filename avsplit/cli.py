@@ -179,8 +179,9 @@ def separate(
                                            "(speech for onscreen/speakers, instruments for instruments)."),
     separator: Optional[SeparatorKind] = typer.Option(
         None, "--separator",
-        help="instruments: combined (default): the mean of the instrument network's masks and "
-        "the NMF's (grouped with the network's masks as prior); net: the network alone; nmf: NMF "
+        help="instruments: combined (default): the normalised product (geometric mean) of the "
+        "instrument network's masks and the NMF's (grouped with the network's masks as prior): "
+        "a bin goes to an instrument as far as both give it; net: the network alone; nmf: NMF "
         "of the mixture with a learnt assignment of its components."),
     no_enhance: bool = typer.Option(False, "--no-enhance",
                                     help="onscreen/speakers: let our separator's background slot "

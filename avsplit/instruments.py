@@ -186,7 +186,7 @@ class InstrumentAnalysis:
 #: (:mod:`avsplit.nmf`), or both (:data:`COMBINED_RULE`).
 SEPARATORS = ("net", "nmf", "combined")
 #: How ``--separator combined`` merges the two (:func:`avsplit.nmf.combine_masks`).
-COMBINED_RULE = "mean_prior"
+COMBINED_RULE = "product_prior"
 
 
 def instrument_separator(engine: Engine, weights: Path | None = None, kind: str = "net"):

@@ -419,8 +419,10 @@ def load_nmf_separator(path: Path | None = None) -> NMFSeparator:
 #: How :class:`CombinedSeparator` combines the network's masks with the NMF's: ``prior`` (NMF
 #: grouping with the network's masks as prior), ``mean`` (mean of the network's and the plain
 #: NMF's masks), ``mean_prior`` (mean of the network's and the prior-NMF's masks), ``choice``
-#: (per clip, the more confident of the network and the prior-NMF, see :func:`confidence`).
-RULES = ("prior", "mean", "mean_prior", "choice")
+#: (per clip, the more confident of the network and the prior-NMF, see :func:`confidence`),
+#: ``product_prior`` (the normalised geometric mean of the network's and the prior-NMF's
+#: masks, the residual included: a product of experts, see :func:`product_of_masks`).
+RULES = ("prior", "mean", "mean_prior", "choice", "product_prior")
 
 
 def confidence(masks: np.ndarray, power: np.ndarray) -> float:
@@ -432,12 +434,41 @@ def confidence(masks: np.ndarray, power: np.ndarray) -> float:
     return float((masks.astype(np.float32).max(0) * power).sum() / max(float(power.sum()), EPS))
 
 
+#: Floor of a mask value inside :func:`product_of_masks` (a mask of 0 would veto a bin alone).
+PRODUCT_FLOOR = 1e-4
+
+
+def product_of_masks(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The normalised geometric mean of two sets of masks, each completed by its residual
+    ``1 - sum``: ``m_l = sqrt(a_l b_l) / (sum_j sqrt(a_j b_j) + sqrt(r_a r_b))``.
+
+    A product of experts (Hinton 2002, "Training products of experts by minimizing
+    contrastive divergence"): a bin goes to a stem as far as *both* separators give it to
+    that stem, where the arithmetic mean keeps half of either one's leakage. On the real
+    MUSIC and URMP mixtures it raises SIR and SDR over the mean (docs/benchmarks.md,
+    instrument section). Values are floored at :data:`PRODUCT_FLOOR` first, so where the two
+    disagree completely the bin is shared between their choices.
+
+    Args:
+        a, b: ``[L, bins, frames]`` masks, each summing to at most one over ``L``.
+
+    Returns:
+        ``[L, bins, frames]`` float32 masks summing to at most one (the rest is the residual).
+    """
+    a = np.maximum(a.astype(np.float32), PRODUCT_FLOOR)
+    b = np.maximum(b.astype(np.float32), PRODUCT_FLOOR)
+    residual = np.sqrt(np.maximum(1 - a.sum(0), PRODUCT_FLOOR)
+                       * np.maximum(1 - b.sum(0), PRODUCT_FLOOR))
+    g = np.sqrt(a * b)
+    return g / (g.sum(0) + residual)
+
+
 def combine_masks(net: np.ndarray, nmf: np.ndarray, rule: str,
                   power: np.ndarray | None = None) -> np.ndarray:
     """Combine the network's masks ``net`` with NMF masks ``nmf`` (both ``[L, bins, frames]``,
     each summing to at most one; ``nmf`` from the prior-NMF for ``prior``/``mean_prior``/
-    ``choice``) by ``rule`` (:data:`RULES`; ``choice`` needs ``power [bins, frames]``).
-    Returns ``[L, bins, frames]`` float32 summing to at most one.
+    ``choice``/``product_prior``) by ``rule`` (:data:`RULES`; ``choice`` needs ``power
+    [bins, frames]``). Returns ``[L, bins, frames]`` float32 summing to at most one.
 
     Raises:
         ValueError: an unknown rule.
@@ -446,6 +477,8 @@ def combine_masks(net: np.ndarray, nmf: np.ndarray, rule: str,
         return nmf.astype(np.float32)
     if rule in ("mean", "mean_prior"):
         return (0.5 * (net.astype(np.float32) + nmf.astype(np.float32)))
+    if rule == "product_prior":
+        return product_of_masks(net, nmf)
     if rule == "choice":
         pick = nmf if confidence(nmf, power) > confidence(net, power) else net
         return pick.astype(np.float32)

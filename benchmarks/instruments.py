@@ -22,7 +22,7 @@ In the same run: the mixture as the estimate of every source (floor), the ideal 
 ``|S_i| / sum_j |S_j|`` with the mixture's phase (ceiling of masking), and a KL-NMF baseline with
 oracle grouping (:func:`nmf_estimates`); with ``--methods``, also the NMF separator with the
 learnt assignment (``nmf_learned``; ``nmf_learned_net`` with the network's masks as prior) and
-combinations of it with the network (``mean``, ``mean_prior``, ``choice``; see
+combinations of it with the network (``mean``, ``mean_prior``, ``choice``, ``product_prior``; see
 :func:`learned_nmf_estimates`). All three use an STFT at the input's rate with the
 separator's window and hop durations (93 ms / 23 ms). Speed: real-time factor of
 ``separate_queries`` (both queries) on the MUSIC mixtures.
@@ -62,18 +62,20 @@ from avsplit.train import corpus
 WINDOW_S, HOP_S = 1024 / 11025, 256 / 11025
 URMP_MAX_S, SYNTH_S, SYNTH_ITEMS = 10.0, 6.0, 40
 METHODS = ("ours", "mixture", "nmf_sup", "nmf", "irm", "nmf_learned", "nmf_learned_net",
-           "mean", "mean_prior", "choice", "net_soft")
+           "mean", "mean_prior", "choice", "product_prior", "net_soft")
 DEFAULT_METHODS = ("ours", "mixture", "nmf_sup", "nmf", "irm")
 #: Methods from the NMF separator with the learnt assignment (``--nmf-classifier``); the last
 #: three combine it with the network (:data:`avsplit.nmf.RULES`).
 NMF_LEARNED = {"nmf_learned": None, "nmf_learned_net": "prior", "mean": "mean",
-               "mean_prior": "mean_prior", "choice": "choice", "net_soft": "soft"}
+               "mean_prior": "mean_prior", "choice": "choice", "product_prior": "product_prior",
+               "net_soft": "soft"}
 METHOD_NAMES = {"ours": "ours", "mixture": "mixture floor", "nmf_sup": "NMF (supervised)",
                 "nmf": "NMF (oracle grouping)", "irm": "IRM ceiling",
                 "nmf_learned": "NMF (learnt assignment)",
                 "nmf_learned_net": "NMF (learnt assignment + network prior)",
                 "mean": "mean of ours and NMF (learnt)",
-                "mean_prior": "combined (the default): mean of ours and NMF (learnt + prior)",
+                "mean_prior": "mean of ours and NMF (learnt + prior)",
+                "product_prior": "combined (the default): product of ours and NMF (learnt + prior)",
                 "choice": "per clip: ours or NMF (learnt + prior), more confident",
                 "net_soft": "control: ours averaged with its own masks spread evenly"}
 #: The methods of this run, in table order (set from ``--methods``).
@@ -291,7 +293,7 @@ def learned_nmf_estimates(model, nmf_sep, mix: np.ndarray, rate: int, labels: li
     masks = {}
     if {"nmf_learned", "mean"} & set(methods):
         masks["plain"] = nmf_sep.masks(mono, labels).astype(np.float32)
-    if {"nmf_learned_net", "mean_prior", "choice"} & set(methods):
+    if {"nmf_learned_net", "mean_prior", "choice", "product_prior"} & set(methods):
         masks["prior"] = nmf_sep.masks(mono, labels, prior_masks=net).astype(np.float32)
     power = (stft(torch.from_numpy(mono), model.n_fft, model.hop).abs() ** 2).numpy()
     out = {}
@@ -525,9 +527,11 @@ def recognition_table(rec: list[dict]) -> str:
 
 def product_method(methods) -> str:
     """The method that is what ``avsplit separate --mode instruments`` does by default
-    (``--separator combined``: the network's masks averaged with the NMF's, ``mean_prior``)
-    when it was run, else the network alone (``ours``)."""
-    return "mean_prior" if "mean_prior" in methods else "ours"
+    (``--separator combined`` with :data:`avsplit.instruments.COMBINED_RULE`) when it was
+    run, else the network alone (``ours``)."""
+    from avsplit.instruments import COMBINED_RULE
+
+    return COMBINED_RULE if COMBINED_RULE in methods else "ours"
 
 
 def targets(summ: dict, rec: list[dict] | str) -> list[tuple[str, str, bool | None]]:

@@ -200,6 +200,16 @@ def test_combination_rules():
     assert np.array_equal(combine_masks(net, nmf, "prior"), nmf)
     assert np.array_equal(combine_masks(net, nmf, "choice", power), nmf)  # more confident
     assert np.array_equal(combine_masks(nmf * 0.4, net, "choice", power), net)
+    # the product keeps a bin with the stem both give it to, and drops one expert's leakage
+    a = np.stack([np.full((3, 4), 0.8), np.full((3, 4), 0.2)]).astype(np.float32)
+    b = np.stack([np.full((3, 4), 0.8), np.zeros((3, 4))]).astype(np.float32)
+    prod, mean = combine_masks(a, b, "product_prior"), combine_masks(a, b, "mean_prior")
+    assert prod.dtype == np.float32 and prod.shape == a.shape
+    assert np.all(prod[0] > 0.95) and np.all(prod[1] < 0.02)
+    assert np.all(mean[0] < prod[0]) and np.all(mean[1] > 5 * prod[1])
+    # where the two disagree completely, the bin is shared between their choices
+    split = combine_masks(nmf, nmf[::-1], "product_prior")
+    assert np.allclose(split, 0.5, atol=0.01) and np.all(split.sum(0) <= 1 + 1e-6)
     with pytest.raises(ValueError, match="unknown combination rule"):
         combine_masks(net, nmf, "max")
     with pytest.raises(ValueError, match="unknown combination rule"):
@@ -285,9 +295,11 @@ def test_combined_masks_are_the_same_in_frame_blocks(monkeypatch):
     network = SimpleNamespace(config=SimpleNamespace(sample_rate=RATE, n_fft=N_FFT, hop=HOP),
                               model_id={"name": "net", "file": "-", "sha256": "-"},
                               masks=lambda wave, labels: fixed)
-    whole = CombinedSeparator(network, separator(), "mean_prior").masks(mix, ["cello", "flute"])
+    from avsplit.instruments import COMBINED_RULE
+
+    whole = CombinedSeparator(network, separator(), COMBINED_RULE).masks(mix, ["cello", "flute"])
     monkeypatch.setattr(nmf_module, "COMBINE_BLOCK", 7)
-    blocks = CombinedSeparator(network, separator(), "mean_prior").masks(mix, ["cello", "flute"])
+    blocks = CombinedSeparator(network, separator(), COMBINED_RULE).masks(mix, ["cello", "flute"])
     assert whole.shape == (2, N_FFT // 2 + 1, frames) and whole.dtype == np.float16
     assert np.array_equal(whole, blocks) and frames > 7
     assert not np.array_equal(whole, fixed)  # the NMF's masks are in it
