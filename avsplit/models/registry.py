@@ -52,7 +52,7 @@ MODELS: dict[str, ModelEntry] = {
                    "python -m avsplit.train speech --data ../shared/data",
                    "avsplit.models.speech:SpeechSeparator"),
         ModelEntry("instrument-separator", "instrument_unet.pt",
-                   "4d54e93535a3b41d70bf28778b319798045e6b105ff83a3c1201242dcca41a1f",
+                   "91e4654b25a2fde2cdb96fa8e816fa008edcfc44a3ec0db0937b68ef581a68f3",
                    "instrument separation: mixture + the labels in it -> one stem each + residual "
                    "(log-frequency U-Net + BLSTM, competing masks, 11.025 kHz)",
                    11025, "MIT (trained by avsplit)",
