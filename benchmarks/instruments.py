@@ -53,7 +53,7 @@ from report import run_separate, write_section
 import soundfile as sf
 import torch
 
-from avsplit.instruments import separate_queries
+from avsplit.instruments import COMBINED_RULE, separate_queries
 from avsplit.audio import istft, stft
 from avsplit.nmf import fit_nmf, kl_nmf
 from avsplit.train import corpus
@@ -64,8 +64,9 @@ URMP_MAX_S, SYNTH_S, SYNTH_ITEMS = 10.0, 6.0, 40
 METHODS = ("ours", "mixture", "nmf_sup", "nmf", "irm", "nmf_learned", "nmf_learned_net",
            "mean", "mean_prior", "choice", "product_prior", "net_soft")
 DEFAULT_METHODS = ("ours", "mixture", "nmf_sup", "nmf", "irm")
-#: Methods from the NMF separator with the learnt assignment (``--nmf-classifier``); the last
-#: three combine it with the network (:data:`avsplit.nmf.RULES`).
+#: Methods from the NMF separator with the learnt assignment (``--nmf-classifier``), alone
+#: (``None``), combined with the network by a rule of :data:`avsplit.nmf.RULES`, or the
+#: ``soft`` control (the network's masks only).
 NMF_LEARNED = {"nmf_learned": None, "nmf_learned_net": "prior", "mean": "mean",
                "mean_prior": "mean_prior", "choice": "choice", "product_prior": "product_prior",
                "net_soft": "soft"}
@@ -297,11 +298,13 @@ def learned_nmf_estimates(model, nmf_sep, mix: np.ndarray, rate: int, labels: li
 
     mono = model.mono(mix[None], rate)
     net = limit_total(model.masks(mono, labels)).astype(np.float32)
-    masks = {}
-    if {"nmf_learned", "mean"} & set(methods):
-        masks["plain"] = nmf_sep.masks(mono, labels).astype(np.float32)
-    if {"nmf_learned_net", "mean_prior", "choice", "product_prior"} & set(methods):
-        masks["prior"] = nmf_sep.masks(mono, labels, prior_masks=net).astype(np.float32)
+    def nmf_kind(rule):  # which NMF masks a rule combines: without or with the network prior
+        return "plain" if rule in (None, "mean") else "prior"
+
+    needed = {nmf_kind(NMF_LEARNED[m]) for m in methods
+              if m in NMF_LEARNED and NMF_LEARNED[m] != "soft"}
+    masks = {kind: nmf_sep.masks(mono, labels, prior_masks=net if kind == "prior" else None
+                                 ).astype(np.float32) for kind in needed}
     power = (stft(torch.from_numpy(mono), model.n_fft, model.hop).abs() ** 2).numpy()
     out = {}
     for m in methods:
@@ -312,7 +315,7 @@ def learned_nmf_estimates(model, nmf_sep, mix: np.ndarray, rate: int, labels: li
             even = np.repeat(net.sum(0, keepdims=True) / len(net), len(net), 0)
             out[m] = model.apply(mix[None], rate, 0.5 * (net + even))[:, 0]
             continue
-        m_nmf = masks["plain" if rule in (None, "mean") else "prior"]
+        m_nmf = masks[nmf_kind(rule)]
         est = m_nmf if rule is None else combine_masks(net, m_nmf, rule, power)
         out[m] = model.apply(mix[None], rate, est)[:, 0]
     return out
@@ -536,8 +539,6 @@ def product_method(methods) -> str:
     """The method that is what ``avsplit separate --mode instruments`` does by default
     (``--separator combined`` with :data:`avsplit.instruments.COMBINED_RULE`) when it was
     run, else the network alone (``ours``)."""
-    from avsplit.instruments import COMBINED_RULE
-
     return COMBINED_RULE if COMBINED_RULE in methods else "ours"
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from avsplit.audio import istft, si_sdr, stft
+from avsplit.instruments import COMBINED_RULE
 from avsplit.labels import BY_LABEL
 from avsplit.nmf import (HARMONICS, HOP, LOG_BINS, N_FFT, RATE, RESIDUAL, CombinedSeparator,
                          NMFClassifier, NMFSeparator, combine_masks, component_features,
@@ -295,8 +296,6 @@ def test_combined_masks_are_the_same_in_frame_blocks(monkeypatch):
     network = SimpleNamespace(config=SimpleNamespace(sample_rate=RATE, n_fft=N_FFT, hop=HOP),
                               model_id={"name": "net", "file": "-", "sha256": "-"},
                               masks=lambda wave, labels: fixed)
-    from avsplit.instruments import COMBINED_RULE
-
     whole = CombinedSeparator(network, separator(), COMBINED_RULE).masks(mix, ["cello", "flute"])
     monkeypatch.setattr(nmf_module, "COMBINE_BLOCK", 7)
     blocks = CombinedSeparator(network, separator(), COMBINED_RULE).masks(mix, ["cello", "flute"])
