@@ -97,6 +97,7 @@ class Engine:
         self._recognizer = None
         self._recognizer_id: dict | None = None
         self._nmf = None
+        self._tagger = None
 
     def close(self) -> None:
         """Release the models (the face tracker's native resources)."""
@@ -144,6 +145,20 @@ class Engine:
 
             self._nmf = load_nmf_separator()
         return self._nmf
+
+    def instrument_tagger(self):
+        """``(InstrumentTagger, model_id)``: the audio instrument tagger
+        (:class:`avsplit.models.tagger.InstrumentTagger`, registry ``instrument-tagger``),
+        loaded once per engine.
+
+        Raises:
+            AvsplitError: its weights are missing or corrupt.
+        """
+        if self._tagger is None:
+            from avsplit.models.registry import load_network
+
+            self._tagger = load_network("instrument-tagger", device="cpu")
+        return self._tagger
 
     def speech_enhancer(self):
         """The pretrained speech enhancer (:class:`avsplit.models.enhancer.SpeechEnhancer`,

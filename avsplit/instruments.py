@@ -1,11 +1,12 @@
 """What instruments a clip holds and their masks: the picture's detections settled by the audio.
 
 Shared by ``avsplit separate --mode instruments`` (:mod:`avsplit.modes.instruments`) and
-``avsplit localize`` (one colour per instrument). The picture names the instruments
-(:class:`avsplit.vision.instruments.InstrumentRecognizer` on a few frames), the
-query-conditioned separator gives each label's mask; near-confusions within a family are
-settled by what the separator hears (DMMAN's matching of visual and audio evidence, Hu et al.
-2021); ``--query`` names the labels instead of the picture.
+``avsplit localize`` (one colour per instrument). The picture proposes the instruments
+(:class:`avsplit.vision.instruments.InstrumentRecognizer` on a few frames), the audio tagger
+(:class:`avsplit.models.tagger.InstrumentTagger`) confirms what the picture is unsure of and
+settles near-confusions within a family (DMMAN's matching of visual and audio evidence, Hu et
+al. 2021), and the query-conditioned separator gives each label's mask; ``--query`` names the
+labels instead of the picture.
 """
 
 from __future__ import annotations
@@ -24,10 +25,16 @@ from avsplit.progress import Progress
 SILENT_SHARE = 0.01   # a stem with < 1 % of the mixture's energy (-20 dB) is called silent
 
 RECOGNITION_FRAMES = 8
-# visual confidence under which the audio may change a label within its family; low, because
-# the separator's label scores confuse relatives on real recordings (on the av/music clips it
-# heard a violin as a cello and an accordion as an organ), so only a barely-sure picture yields
-RELABEL_BELOW = 0.25
+#: The picture proposes labels from this window probability up (:mod:`avsplit.vision.instruments`
+#: accepts a label on its own from 0.25); below 0.25 a label stays only if the audio tagger
+#: hears it or a near relative. Non-music scenes reach at most 0.06 (14 development clips).
+CANDIDATE_FROM = 0.05
+#: Audio tagger probabilities (:class:`avsplit.models.tagger.InstrumentTagger`): a label is
+#: heard from HEARD up, and counts as not heard below NOT_HEARD.
+HEARD, NOT_HEARD = 0.5, 0.2
+#: Visual confidence under which a heard relative (same family) replaces a label that is not
+#: heard; a picture surer than this keeps its label whatever the audio says.
+RELABEL_BELOW = 0.5
 FAMILIES = (
     ("acoustic_guitar", "electric_guitar", "banjo", "harp"),
     ("piano", "organ", "accordion", "marimba", "xylophone", "harmonica"),
@@ -48,6 +55,7 @@ class InstrumentStem:
         box: ``[x0, y0, x1, y1]`` in pixels of the video frame, or None (``--query``).
         visual_confidence: 0..1 from the picture, None with ``--query``.
         relabelled_from: the picture's label when the audio changed it to a near relative.
+        confirmed_by_audio: the picture alone was too unsure to name it; the tagger heard it.
     """
 
     name: str
@@ -57,6 +65,7 @@ class InstrumentStem:
     box: list[float] | None = None
     visual_confidence: float | None = None
     relabelled_from: str | None = None
+    confirmed_by_audio: bool = False
 
 
 def recognise_instruments(clip: Clip, engine: Engine, progress: Progress):
@@ -77,7 +86,7 @@ def recognise_instruments(clip: Clip, engine: Engine, progress: Progress):
         fps = min(2.0, RECOGNITION_FRAMES / max(duration, 0.1))
         frames = [f for _, f in clip.frames(ANALYSIS_MAX_SIDE, fps=fps)][:RECOGNITION_FRAMES]
     recognizer, model_id = engine.instrument_recognizer()
-    detections = recognizer.recognize(frames) if frames else []
+    detections = recognizer.recognize(frames, candidates_from=CANDIDATE_FROM) if frames else []
     if detections and info.video.width:  # boxes in pixels of the original picture
         scale = info.video.width / frames[0].shape[1]
         detections = [dataclasses.replace(d, box=tuple(float(v) * scale for v in d.box))
@@ -117,41 +126,66 @@ def _energy_share(masks: np.ndarray, power: np.ndarray) -> np.ndarray:
                     ) / max(float(power.sum()), 1e-12)
 
 
-def plan_instrument_stems(detections, audio_share) -> tuple[list[InstrumentStem], list[str]]:
-    """Turn picture detections into stems, using the audio to settle near-confusions.
+def plan_instrument_stems(detections, heard: dict[str, float] | None,
+                          sure_from: float | None = None) -> tuple[list[InstrumentStem], list[str]]:
+    """Turn picture detections into stems, the audio settling what the picture is unsure of.
 
-    A detection the picture is unsure of (confidence < :data:`RELABEL_BELOW`) whose label the
-    separator hears little of (< 4 x the silent share) while a member of the same family
-    (guitar/banjo, piano/organ/accordion, ...) is clearly heard (> 10 %) is relabelled to that
-    relative (DMMAN's matching of visual and audio evidence). A confident detection keeps its
-    label: the separator's label scores are less reliable than a sure picture.
+    The picture proposes, the audio tagger confirms (DMMAN's matching of visual and audio
+    evidence, Hu et al. 2021). With ``heard[lab]`` the tagger's probability that ``lab`` plays
+    and ``F`` the label's family (:data:`FAMILIES`: guitar/banjo, keyboards, bowed strings,
+    brass, woodwinds):
+
+    * a sure detection (confidence >= ``sure_from``) keeps its label, unless the picture is
+      below :data:`RELABEL_BELOW`, the label is not heard (< :data:`NOT_HEARD`) and a relative
+      in ``F`` is (>= :data:`HEARD`): then it becomes that relative (a keyboard that looks like
+      a marimba and sounds like a piano);
+    * a candidate (confidence < ``sure_from``) is kept only when its label or a relative is
+      heard, as the most probable heard one of them, and only once per label (a stronger
+      detection of the same final label wins).
 
     Args:
-        detections: ``InstrumentDetection`` s from the recogniser (label, box, confidence).
-        audio_share: ``label -> share of the mixture's energy`` (0..1) for every label asked.
+        detections: ``InstrumentDetection`` s from the recogniser (label, box, confidence), sure
+            ones and candidates (``candidates_from``).
+        heard: ``label -> probability 0..1`` from the tagger, or ``None`` (no audio evidence:
+            candidates are dropped, sure detections keep their labels).
+        sure_from: the recogniser's own threshold (default
+            :data:`avsplit.vision.instruments.DEFAULT_THRESHOLD`).
 
     Returns:
         ``(stems, labels)``: the stems to write and the distinct labels whose masks they need.
     """
+    from avsplit.vision.instruments import DEFAULT_THRESHOLD
+
+    sure_from = DEFAULT_THRESHOLD if sure_from is None else sure_from
     stems: list[InstrumentStem] = []
     labels: list[str] = []
     named: dict[str, int] = {}
-    for det in detections:
-        label, relabelled = det.label, None
+    for det in sorted(detections, key=lambda d: -d.confidence):
+        label, relabelled, confirmed = det.label, None, False
         family = next((f for f in FAMILIES if label in f), (label,))
-        best = max(family, key=lambda lab: audio_share.get(lab, 0.0))
-        if (det.confidence < RELABEL_BELOW and audio_share.get(label, 0.0) < 4 * SILENT_SHARE
-                and best != label and audio_share.get(best, 0.0) > 0.1):
-            label, relabelled = best, det.label
+        best = max(family, key=lambda lab: heard.get(lab, 0.0)) if heard else label
+        if det.confidence >= sure_from:
+            if (heard and det.confidence < RELABEL_BELOW and heard.get(label, 0.0) < NOT_HEARD
+                    and heard.get(best, 0.0) >= HEARD):
+                label, relabelled = best, det.label
+        else:
+            if not heard or heard.get(best, 0.0) < HEARD:
+                continue
+            if heard.get(label, 0.0) < HEARD:
+                label, relabelled = best, det.label
+            if label in named:
+                continue
+            confirmed = True
         if label not in labels:
             labels.append(label)
         named[label] = named.get(label, 0) + 1
         name = label if named[label] == 1 else f"{label}-{named[label]}"
         stems.append(InstrumentStem(name, label, labels.index(label), 1.0,
                                     [round(float(v), 1) for v in det.box],
-                                    round(float(det.confidence), 3), relabelled))
+                                    round(float(det.confidence), 3), relabelled, confirmed))
     for st in stems:
         st.share = 1.0 / named[st.label]
+    stems.sort(key=lambda st: (st.box[0] + st.box[2]) / 2)
     return stems, labels
 
 
@@ -170,6 +204,8 @@ class InstrumentAnalysis:
         detections: the recogniser's detections (empty with ``--query``).
         model_ids: ``{"name", "file", "sha256"}`` of the models used.
         notes: what the manifest should tell the user.
+        heard: the audio tagger's ``label -> probability`` (None when it did not run: with
+            ``--query``, or when the picture proposed nothing).
     """
 
     stems: list[InstrumentStem]
@@ -180,6 +216,7 @@ class InstrumentAnalysis:
     detections: list
     model_ids: list[dict]
     notes: list[str]
+    heard: dict[str, float] | None = None
 
 
 #: ``--separator`` choices: the network, the NMF separator with the learnt assignment
@@ -228,6 +265,7 @@ def analyse_instruments(clip: Clip, engine: Engine, query: list[str] | None,
     model_ids = list(ids)
     notes: list[str] = []
     detections: list = []
+    heard = None
     mono = clip.mono(rate)
     power = (clip.stft(rate, separator.n_fft, separator.hop).abs() ** 2).numpy()
     if query:
@@ -242,28 +280,29 @@ def analyse_instruments(clip: Clip, engine: Engine, query: list[str] | None,
     else:
         detections, ids = recognise_instruments(clip, engine, progress)
         model_ids += ids
+        if detections:
+            tagger, tagger_id = engine.instrument_tagger()
+            model_ids.append(tagger_id)
+            heard = tagger.predict(clip.mono(tagger.config.sample_rate))
+        stems, labels = plan_instrument_stems(detections, heard)
         step = progress.stage("separating instruments", 1)
-        candidates = list(dict.fromkeys(lab for d in detections for f in FAMILIES + ((d.label,),)
-                                        if d.label in f for lab in f))
-        cand_masks = separator.masks(mono, candidates)
-        share = dict(zip(candidates, _energy_share(cand_masks, power)))
-        stems, labels = plan_instrument_stems(detections, share)
-        if labels == candidates or not labels:
-            masks = cand_masks[[candidates.index(lab) for lab in labels]]
-        else:  # competing masks split the sound among the asked labels: ask for the final ones
-            masks = separator.masks(mono, labels)
+        masks = separator.masks(mono, labels) if labels else np.zeros((0,) + power.shape, np.float32)
         step(1)
-        if not detections:
+        if not stems:
             notes.append("no instrument recognised in the picture: all sound is in the residual "
                          "(name the instruments with --query to separate them)")
         for st in stems:
             if st.relabelled_from:
                 notes.append(f"{st.name}: seen as {st.relabelled_from}, heard as {st.label}")
+            elif st.confirmed_by_audio:
+                notes.append(f"{st.name}: the picture was unsure ({st.visual_confidence:.2f}); "
+                             "kept because it is heard")
     # masks of different labels may overlap; scale them so that they never take more than the
     # whole mixture, and the residual is what no instrument took
     masks = limit_total(masks)
     share = _energy_share(masks, power) if len(masks) else np.zeros(0)
-    return InstrumentAnalysis(stems, labels, masks, share, separator, detections, model_ids, notes)
+    return InstrumentAnalysis(stems, labels, masks, share, separator, detections, model_ids, notes,
+                              heard)
 
 
 def separate_queries(separator, mixture: np.ndarray, rate: int, labels: list[str],

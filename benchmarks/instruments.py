@@ -352,7 +352,8 @@ def recognition(data: Path, limit: int | None, device: str, weights: Path | None
                 ) -> list[dict] | str:
     """Instruments named per real clip against the ones it shows, through the product's own path
     (:func:`avsplit.instruments.analyse_instruments`: frames at the CLI's analysis size, the
-    picture's detections settled by what the separator hears); a string says why it was skipped."""
+    picture's detections confirmed or settled by the audio tagger); a string says why it was
+    skipped."""
     try:
         from avsplit.clip import Clip
         from avsplit.engine import Engine
@@ -381,6 +382,8 @@ def recognition(data: Path, limit: int | None, device: str, weights: Path | None
                                                                         st.visual_confidence or 0)), 3),
                                      **({"seen_as": st.relabelled_from} if st.relabelled_from else {})}
                                     for st in analysis.stems],
+                     "heard": {lab: round(p, 2) for lab, p in sorted(
+                         (analysis.heard or {}).items(), key=lambda kv: -kv[1])[:4]},
                      "correct": None if accepted is None else set(found) in accepted,
                      "seconds": time.perf_counter() - t0})
         print(json.dumps(rows[-1]), flush=True)
@@ -523,15 +526,17 @@ def instrument_table(rows: list[dict]) -> str:
 
 
 def recognition_table(rec: list[dict]) -> str:
-    lines = ["| clip | shows | counts as correct | recognised (confidence) | correct |",
-             "|---|---|---|---|:-:|"]
+    lines = ["| clip | shows | counts as correct | recognised (picture's confidence) | heard most "
+             "(tagger's probability) | correct |",
+             "|---|---|---|---|---|:-:|"]
     for r in rec:
         exp = (" or ".join("{" + ", ".join(s) + "}" if s else "nothing" for s in r["expected"])
                if r["expected"] is not None else "–")
         got = (", ".join(f"{d['label']} ({d['confidence']:.2f})" for d in r["recognised"])
                or "nothing")
+        heard = ", ".join(f"{lab} ({p:.2f})" for lab, p in r.get("heard", {}).items()) or "–"
         mark = {True: "yes", False: "no", None: "–"}[r["correct"]]
-        lines.append(f"| {r['clip']} | {r['shows']} | {exp} | {got} | {mark} |")
+        lines.append(f"| {r['clip']} | {r['shows']} | {exp} | {got} | {heard} | {mark} |")
     return "\n".join(lines)
 
 

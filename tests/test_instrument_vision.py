@@ -139,6 +139,10 @@ def test_flat_and_noise_frames_show_no_instrument(recognizer):
     noise = [rng.integers(0, 256, (240, 320, 3), np.uint8) for _ in range(4)]
     assert recognizer.recognize(grey) == []
     assert recognizer.recognize(noise) == []
+    # asked for candidates, the picture offers its weak guesses, each once and below the threshold
+    weak = recognizer.recognize(noise, candidates_from=1e-4)
+    assert weak and all(d.confidence < recognizer.threshold for d in weak)
+    assert len({d.label for d in weak}) == len(weak)
 
 
 def test_recognize_rejects_bad_frames(recognizer):

@@ -349,20 +349,46 @@ def test_instrument_mode_errors(duet_wav, video_with_audio, tmp_path):
     assert res.returncode == 2
 
 
-def test_same_label_twice_is_split_between_the_instances():
-    from avsplit.instruments import plan_instrument_stems
+def _det(label, x, confidence):
     from avsplit.vision.instruments import InstrumentDetection
 
-    dets = [InstrumentDetection("violin", (0, 0, 10, 10), 0.9, np.zeros((2, 2), np.float32)),
-            InstrumentDetection("banjo", (20, 0, 30, 10), 0.2, np.zeros((2, 2), np.float32)),
-            InstrumentDetection("violin", (40, 0, 50, 10), 0.8, np.zeros((2, 2), np.float32))]
-    share = {"violin": 0.5, "banjo": 0.001, "acoustic_guitar": 0.4}
-    stems, labels = plan_instrument_stems(dets, share)
+    return InstrumentDetection(label, (x, 0, x + 10, 10), confidence, np.zeros((2, 2), np.float32))
+
+
+def test_same_label_twice_is_split_between_the_instances():
+    from avsplit.instruments import plan_instrument_stems
+
+    dets = [_det("violin", 0, 0.9), _det("banjo", 20, 0.3), _det("violin", 40, 0.8)]
+    heard = {"violin": 0.9, "banjo": 0.05, "acoustic_guitar": 0.8}
+    stems, labels = plan_instrument_stems(dets, heard)
     assert [s.name for s in stems] == ["violin", "acoustic_guitar", "violin-2"]
-    assert labels == ["violin", "acoustic_guitar"]
+    assert sorted(labels) == ["acoustic_guitar", "violin"]
     assert stems[1].relabelled_from == "banjo"
     assert stems[0].share == stems[2].share == 0.5 and stems[0].mask_index == stems[2].mask_index
-    # a confident picture keeps its label even when the separator hears little of it
-    sure = [InstrumentDetection("banjo", (20, 0, 30, 10), 0.9, np.zeros((2, 2), np.float32))]
-    stems, labels = plan_instrument_stems(sure, share)
+    assert labels[stems[1].mask_index] == "acoustic_guitar"
+    # a confident picture keeps its label even when the tagger does not hear it
+    stems, labels = plan_instrument_stems([_det("banjo", 20, 0.9)], heard)
     assert labels == ["banjo"] and stems[0].relabelled_from is None
+
+
+def test_unsure_picture_candidates_are_kept_only_when_heard():
+    from avsplit.instruments import plan_instrument_stems
+
+    # the trio case: a piano seen as a weak accordion, a guitar seen twice as weak guitars,
+    # a weak oboe that nobody plays
+    dets = [_det("accordion", 0, 0.15), _det("electric_guitar", 30, 0.07),
+            _det("acoustic_guitar", 32, 0.06), _det("oboe", 60, 0.07)]
+    heard = {"piano": 0.9, "accordion": 0.1, "acoustic_guitar": 0.7, "electric_guitar": 0.3,
+             "oboe": 0.1, "flute": 0.2}
+    stems, labels = plan_instrument_stems(dets, heard)
+    assert [(s.name, s.relabelled_from) for s in stems] == [("piano", "accordion"),
+                                                           ("acoustic_guitar", "electric_guitar")]
+    assert stems[1].confirmed_by_audio and labels == ["piano", "acoustic_guitar"]
+    # without audio evidence, or when nothing is heard, candidates are dropped
+    assert plan_instrument_stems(dets, None) == ([], [])
+    assert plan_instrument_stems(dets, {lab: 0.1 for lab in heard}) == ([], [])
+    # a sure but not very sure label that is not heard becomes its heard relative
+    stems, _ = plan_instrument_stems([_det("marimba", 0, 0.32)], {"marimba": 0.05, "piano": 0.8})
+    assert stems[0].label == "piano" and stems[0].relabelled_from == "marimba"
+    stems, _ = plan_instrument_stems([_det("marimba", 0, 0.6)], {"marimba": 0.05, "piano": 0.8})
+    assert stems[0].label == "marimba"

@@ -64,6 +64,13 @@ MODELS: dict[str, ModelEntry] = {
                    "assigned to the asked labels by a learnt classifier (numpy MLP, 11.025 kHz)",
                    11025, "MIT (trained by avsplit)",
                    "python -m avsplit.train music-data; python -m avsplit.train nmf"),
+        ModelEntry("instrument-tagger", "instrument_tagger.pt",
+                   "1cc298dd99e97de3ec62a91e835e6367f5218888958197565c7aea74d5fb1f68",
+                   "which instruments play, from the sound alone: confirms or settles the "
+                   "picture's unsure instrument labels (CNN + attention pooling, 11.025 kHz)",
+                   11025, "MIT (trained by avsplit)",
+                   "python -m avsplit.train music-data; python -m avsplit.train tagger",
+                   "avsplit.models.tagger:InstrumentTagger"),
         ModelEntry("face-detector", "face_detection_short_range.tflite",
                    "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
                    "face detection (BlazeFace short range)", None, "Apache-2.0",

@@ -32,7 +32,8 @@ def plan(clip: Clip, engine: Engine, options: SeparateOptions, progress: Progres
         stems.append(Stem(st.name, st.label, st.box is not None, [], [], [], {
             "box": st.box, "visual_confidence": st.visual_confidence,
             "audio_confidence": round(min(1.0, heard), 4), "silent": silent,
-            "shared_with": same, "relabelled_from": st.relabelled_from}))
+            "shared_with": same, "relabelled_from": st.relabelled_from,
+            "confirmed_by_audio": st.confirmed_by_audio}))
         if silent:
             how = "seen" if st.box is not None else "asked for"
             notes.append(f"{st.name}: {how} but silent (the separator hears almost none of it)")

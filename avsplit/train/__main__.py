@@ -4,6 +4,7 @@
     python -m avsplit.train music-data --out runs/music --scores 700
     python -m avsplit.train instruments --pools runs/music --data ../shared/data --out runs/instruments
     python -m avsplit.train nmf --pools runs/music --out runs/nmf
+    python -m avsplit.train tagger --pools runs/music --data ../shared/data --out runs/tagger --music-folds 0,1
 """
 
 from __future__ import annotations
@@ -66,6 +67,19 @@ def main() -> None:
     nm.add_argument("--threads", type=int, default=1)
     nm.add_argument("--no-net-prior", action="store_true",
                     help="do not tune the weight of the network-mask prior (no network run)")
+    tg = sub.add_parser("tagger", help="audio instrument tagger (which instruments play)")
+    tg.add_argument("--pools", type=Path, default=Path("runs/music"))
+    tg.add_argument("--data", type=Path, default=None,
+                    help="../shared/data: validate on its real URMP pairs (and MUSIC solos)")
+    tg.add_argument("--out", type=Path, default=Path("runs/tagger"))
+    tg.add_argument("--steps", type=int, default=4000)
+    tg.add_argument("--batch", type=int, default=16)
+    tg.add_argument("--lr", type=float, default=1e-3)
+    tg.add_argument("--threads", type=int, default=1)
+    tg.add_argument("--init", type=Path, default=None, help="checkpoint to warm-start from")
+    tg.add_argument("--music-folds", default=None,
+                    help="mix the real MUSIC solos of these folds into training (needs --data)")
+    tg.add_argument("--p-real", type=float, default=0.4)
     args = parser.parse_args()
     if args.task == "speech":
         from avsplit.train.speech import train
@@ -84,6 +98,13 @@ def main() -> None:
               n_valid=args.valid_mixtures, steps=args.steps, threads=args.threads,
               per_label=args.per_label,
               net_prior=not args.no_net_prior)
+    elif args.task == "tagger":
+        from avsplit.train.tagger import train
+
+        train(args.pools, args.out, data=args.data, steps=args.steps, batch=args.batch,
+              lr=args.lr, threads=args.threads, init=args.init,
+              music_folds=({int(k) for k in args.music_folds.split(",")}
+                           if args.music_folds else None), p_real=args.p_real)
     else:
         from avsplit.train.instruments import train
 

@@ -262,13 +262,19 @@ class InstrumentRecognizer:
 
     # ----------------------------------------------------------------------------- public
     @torch.inference_mode()
-    def recognize(self, frames: Sequence[np.ndarray]) -> list[InstrumentDetection]:
+    def recognize(self, frames: Sequence[np.ndarray], candidates_from: float | None = None
+                  ) -> list[InstrumentDetection]:
         """Find the instruments in frames sampled over one clip.
 
         Args:
             frames: RGB ``uint8`` ``[H, W, 3]`` frames of one clip (all the same size), e.g.
                 8-16 spread over it. At most :data:`MAX_COARSE_FRAMES` (coarse scale) and
                 :data:`MAX_FINE_FRAMES` (fine scale), evenly spread, are analysed.
+            candidates_from: also return labels the picture is unsure of, whose best window
+                reaches this probability but not the threshold (one detection each, with its
+                confidence below the threshold), for the audio to confirm or reject
+                (:func:`avsplit.instruments.plan_instrument_stems`). ``None``: only labels that
+                reach the threshold.
 
         Returns:
             Detections sorted left to right by box centre (x); empty when no instrument
@@ -293,12 +299,13 @@ class InstrumentRecognizer:
                               COARSE_WINDOWS if fine else SMALL_FRAME_WINDOWS)]
         if fine:
             scales.append(self._scale(_spread(frames, MAX_FINE_FRAMES), FINE_SIDE))
-        return self._detect(scales, width, height)
+        return self._detect(scales, width, height, candidates_from)
 
     # ----------------------------------------------------------------------------- decision
-    def _detect(self, scales: list[_ScaleResult], width: int, height: int
-                ) -> list[InstrumentDetection]:
-        """Decide which labels are present and give each instance a box and a heatmap."""
+    def _detect(self, scales: list[_ScaleResult], width: int, height: int,
+                candidates_from: float | None = None) -> list[InstrumentDetection]:
+        """Decide which labels are present (or, from ``candidates_from`` up, candidates) and give
+        each instance a box and a heatmap; a second instance of a label needs the threshold."""
         probs = np.concatenate([s.probs for s in scales])  # [n_windows, n_labels]
         windows = np.concatenate([s.windows for s in scales])  # [n_windows, 4], 0..1
         # one class per window: a window is evidence only for its most probable label
@@ -307,8 +314,9 @@ class InstrumentRecognizer:
         fine = scales[-1].cams
         gh, gw = fine.shape[1] * HEATMAP_UPSAMPLE, fine.shape[2] * HEATMAP_UPSAMPLE
         dets: list[InstrumentDetection] = []
+        floor = self.threshold if candidates_from is None else min(candidates_from, self.threshold)
         for li in _VISIBLE:
-            if best[li] < self.threshold:
+            if best[li] < floor:
                 continue
             heat = _blend([contrastive_cam(s.cams, li) for s in scales], (gw, gh))
             if heat.max() <= 0:  # never ahead of every other instrument: use the plain CAM
