@@ -139,9 +139,11 @@ def plan_instrument_stems(detections, heard: dict[str, float] | None,
       below :data:`RELABEL_BELOW`, the label is not heard (< :data:`NOT_HEARD`) and a relative
       in ``F`` is (>= :data:`HEARD`): then it becomes that relative (a keyboard that looks like
       a marimba and sounds like a piano);
-    * a candidate (confidence < ``sure_from``) is kept only when its label or a relative is
-      heard, as the most probable heard one of them, and only once per label (a stronger
-      detection of the same final label wins).
+    * a candidate (confidence < ``sure_from``) is kept only when the tagger hears that very
+      label (>= :data:`HEARD`), and only once per label (a stronger detection of it wins): two
+      weak guesses, one per sense, must agree. A weak picture is not relabelled to a heard
+      relative (on the development clips a theremin, weakly seen as a marimba, was heard as a
+      piano).
 
     Args:
         detections: ``InstrumentDetection`` s from the recogniser (label, box, confidence), sure
@@ -169,11 +171,7 @@ def plan_instrument_stems(detections, heard: dict[str, float] | None,
                     and heard.get(best, 0.0) >= HEARD):
                 label, relabelled = best, det.label
         else:
-            if not heard or heard.get(best, 0.0) < HEARD:
-                continue
-            if heard.get(label, 0.0) < HEARD:
-                label, relabelled = best, det.label
-            if label in named:
+            if not heard or heard.get(label, 0.0) < HEARD or label in named:
                 continue
             confirmed = True
         if label not in labels:

@@ -374,16 +374,18 @@ def test_same_label_twice_is_split_between_the_instances():
 def test_unsure_picture_candidates_are_kept_only_when_heard():
     from avsplit.instruments import plan_instrument_stems
 
-    # the trio case: a piano seen as a weak accordion, a guitar seen twice as weak guitars,
-    # a weak oboe that nobody plays
-    dets = [_det("accordion", 0, 0.15), _det("electric_guitar", 30, 0.07),
-            _det("acoustic_guitar", 32, 0.06), _det("oboe", 60, 0.07)]
+    # a guitar seen as weak guitars of two kinds, a piano seen as a weak accordion, a weak oboe
+    # that nobody plays: only the guitar that is heard stays, once, and weak guesses are not
+    # renamed to a heard relative (the piano)
+    dets = [_det("accordion", 0, 0.15), _det("electric_guitar", 30, 0.05),
+            _det("acoustic_guitar", 32, 0.07), _det("acoustic_guitar", 36, 0.06),
+            _det("oboe", 60, 0.07)]
     heard = {"piano": 0.9, "accordion": 0.1, "acoustic_guitar": 0.7, "electric_guitar": 0.3,
              "oboe": 0.1, "flute": 0.2}
     stems, labels = plan_instrument_stems(dets, heard)
-    assert [(s.name, s.relabelled_from) for s in stems] == [("piano", "accordion"),
-                                                           ("acoustic_guitar", "electric_guitar")]
-    assert stems[1].confirmed_by_audio and labels == ["piano", "acoustic_guitar"]
+    assert [(s.name, s.relabelled_from, s.visual_confidence) for s in stems] == [
+        ("acoustic_guitar", None, 0.07)]
+    assert stems[0].confirmed_by_audio and labels == ["acoustic_guitar"]
     # without audio evidence, or when nothing is heard, candidates are dropped
     assert plan_instrument_stems(dets, None) == ([], [])
     assert plan_instrument_stems(dets, {lab: 0.1 for lab in heard}) == ([], [])

@@ -65,7 +65,7 @@ MODELS: dict[str, ModelEntry] = {
                    11025, "MIT (trained by avsplit)",
                    "python -m avsplit.train music-data; python -m avsplit.train nmf"),
         ModelEntry("instrument-tagger", "instrument_tagger.pt",
-                   "1cc298dd99e97de3ec62a91e835e6367f5218888958197565c7aea74d5fb1f68",
+                   "b5941791caa10b8edb0f4533305a86f5ed07861689f804ecea4cf3f220c61fa6",
                    "which instruments play, from the sound alone: confirms or settles the "
                    "picture's unsure instrument labels (CNN + attention pooling, 11.025 kHz)",
                    11025, "MIT (trained by avsplit)",
