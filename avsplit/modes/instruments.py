@@ -45,7 +45,10 @@ def plan(clip: Clip, engine: Engine, options: SeparateOptions, progress: Progres
     extra = {"query": a.labels if options.query else None,
              "instruments": [{"name": st.name, "label": st.label, "box": st.box,
                               "visual_confidence": st.visual_confidence,
-                              "audio_confidence": round(float(a.share[st.mask_index] * st.share), 4)}
-                             for st in a.stems]}
+                              "audio_confidence": round(float(a.share[st.mask_index] * st.share), 4),
+                              "relabelled_from": st.relabelled_from,
+                              "confirmed_by_audio": st.confirmed_by_audio}
+                             for st in a.stems],
+             "heard": ({lab: round(p, 3) for lab, p in a.heard.items()} if a.heard else None)}
     return Plan(a.separator, a.masks, stems, weights, rest, models=a.model_ids, notes=notes,
                 extra=extra)
