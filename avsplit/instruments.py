@@ -27,7 +27,7 @@ SILENT_SHARE = 0.01   # a stem with < 1 % of the mixture's energy (-20 dB) is ca
 RECOGNITION_FRAMES = 8
 #: The picture proposes labels from this window probability up (:mod:`avsplit.vision.instruments`
 #: accepts a label on its own from 0.25); below 0.25 a label stays only if the audio tagger
-#: hears it or a near relative. Non-music scenes reach at most 0.06 (14 development clips).
+#: hears that label. Non-music scenes reach at most 0.06 (14 development clips).
 CANDIDATE_FROM = 0.05
 #: Audio tagger probabilities (:class:`avsplit.models.tagger.InstrumentTagger`): a label is
 #: heard from HEARD up, and counts as not heard below NOT_HEARD.
