@@ -65,7 +65,7 @@ MODELS: dict[str, ModelEntry] = {
                    11025, "MIT (trained by avsplit)",
                    "python -m avsplit.train music-data; python -m avsplit.train nmf"),
         ModelEntry("instrument-tagger", "instrument_tagger.pt",
-                   "b5941791caa10b8edb0f4533305a86f5ed07861689f804ecea4cf3f220c61fa6",
+                   "5f8b96b2534cc575955d5e4518fb9ccc0c9c4b628067a6d75647025aca88d5e2",
                    "which instruments play, from the sound alone: confirms or settles the "
                    "picture's unsure instrument labels (CNN + attention pooling, 11.025 kHz)",
                    11025, "MIT (trained by avsplit)",
