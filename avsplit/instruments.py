@@ -164,12 +164,12 @@ def plan_instrument_stems(detections, heard: dict[str, float] | None,
     named: dict[str, int] = {}
     for det in sorted(detections, key=lambda d: -d.confidence):
         label, relabelled, confirmed = det.label, None, False
-        family = next((f for f in FAMILIES if label in f), (label,))
-        best = max(family, key=lambda lab: heard.get(lab, 0.0)) if heard else label
         if det.confidence >= sure_from:
-            if (heard and det.confidence < RELABEL_BELOW and heard.get(label, 0.0) < NOT_HEARD
-                    and heard.get(best, 0.0) >= HEARD):
-                label, relabelled = best, det.label
+            if heard and det.confidence < RELABEL_BELOW and heard.get(label, 0.0) < NOT_HEARD:
+                family = next((f for f in FAMILIES if label in f), (label,))
+                best = max(family, key=lambda lab: heard.get(lab, 0.0))
+                if heard.get(best, 0.0) >= HEARD:
+                    label, relabelled = best, det.label
         else:
             if not heard or heard.get(label, 0.0) < HEARD or label in named:
                 continue

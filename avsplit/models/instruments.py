@@ -17,7 +17,7 @@ Training: :mod:`avsplit.train.instruments`.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from torch import nn
 
 from avsplit.audio import istft, stft
 from avsplit.labels import LABELS
+from avsplit.models.checkpoint import CheckpointMixin
 
 
 @dataclass
@@ -107,7 +108,7 @@ def _block(c_in: int, c_out: int, kernel: int, stride: int = 1, up: bool = False
     return nn.Sequential(conv, nn.GroupNorm(4, c_out), nn.ReLU())
 
 
-class EnsembleSeparator(nn.Module):
+class EnsembleSeparator(CheckpointMixin, nn.Module):
     """Mixture STFT + the labels of the instruments playing -> one mask per label + a residual,
     competing: a softmax over the asked labels and the residual, so the masks sum to one in
     every bin and no energy is thrown away (independent sigmoids, as in Sound of Pixels, gave
@@ -123,6 +124,8 @@ class EnsembleSeparator(nn.Module):
     Input: ``[batch, bins, frames]`` complex STFT at ``config``, ``[batch, K]`` label indices
     (see :meth:`masks`).
     """
+
+    config_class = EnsembleSeparatorConfig
 
     def __init__(self, config: EnsembleSeparatorConfig | None = None):
         super().__init__()
@@ -225,14 +228,3 @@ class EnsembleSeparator(nn.Module):
         c = self.config
         spec = stft(mixture, c.n_fft, c.hop)
         return istft(spec[:, None] * self.masks(spec, query), c.n_fft, c.hop, mixture.shape[-1])
-
-    def to_checkpoint(self) -> dict:
-        """``{"config": dict, "state_dict": ..., "network": ...}`` as stored in ``weights/``."""
-        return {"config": asdict(self.config), "state_dict": self.state_dict(),
-                "network": "avsplit.models.instruments:EnsembleSeparator"}
-
-    @classmethod
-    def from_checkpoint(cls, ckpt: dict) -> "EnsembleSeparator":
-        model = cls(EnsembleSeparatorConfig(**ckpt["config"]))
-        model.load_state_dict(ckpt["state_dict"])
-        return model.eval()

@@ -14,12 +14,13 @@ change (3 speech slots) still load: the slot count comes from the stored config.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from avsplit.audio import istft, stft
+from avsplit.models.checkpoint import CheckpointMixin
 
 
 @dataclass
@@ -69,12 +70,14 @@ class _ResidualBLSTM(nn.Module):
         return h + self.proj(self.blstm(self.norm(h))[0])
 
 
-class SpeechSeparator(nn.Module):
+class SpeechSeparator(CheckpointMixin, nn.Module):
     """Mixture -> ``n_speakers`` speech masks + 1 background mask.
 
     Input ``[batch, samples]`` float32 at ``config.sample_rate``; see :meth:`masks` and
     :meth:`forward` for outputs.
     """
+
+    config_class = SpeechSeparatorConfig
 
     def __init__(self, config: SpeechSeparatorConfig | None = None):
         super().__init__()
@@ -142,17 +145,6 @@ class SpeechSeparator(nn.Module):
         masks = self.masks(spec, cue)
         sources = istft(spec[:, None] * masks, c.n_fft, c.hop, mixture.shape[-1])
         return sources, masks
-
-    def to_checkpoint(self) -> dict:
-        """``{"config": dict, "state_dict": ...}`` as stored in ``weights/``."""
-        return {"config": asdict(self.config), "state_dict": self.state_dict(),
-                "network": "avsplit.models.speech:SpeechSeparator"}
-
-    @classmethod
-    def from_checkpoint(cls, ckpt: dict) -> "SpeechSeparator":
-        model = cls(SpeechSeparatorConfig(**ckpt["config"]))
-        model.load_state_dict(ckpt["state_dict"])
-        return model.eval()
 
     def load_warm_start(self, state_dict: dict) -> None:
         """Warm start from a smaller separator's weights: the layers it lacks (the cue input,

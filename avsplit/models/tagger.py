@@ -19,7 +19,7 @@ invariance). Training: :mod:`avsplit.train.tagger`.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from torch import nn
 
 from avsplit.audio import stft
 from avsplit.labels import LABELS
+from avsplit.models.checkpoint import CheckpointMixin
 from avsplit.models.instruments import log_frequency_maps
 
 
@@ -61,13 +62,15 @@ def _conv_block(c_in: int, c_out: int, pool: tuple[int, int]) -> nn.Module:
     return nn.Sequential(*layers)
 
 
-class InstrumentTagger(nn.Module):
+class InstrumentTagger(CheckpointMixin, nn.Module):
     """Mixture waveform -> one logit per instrument label (present / absent).
 
     Input ``[B, samples]`` float32 at ``config.sample_rate`` (any length of at least one STFT
     frame); output ``[B, labels]`` logits (:meth:`forward`) or probabilities 0..1
     (:meth:`predict`).
     """
+
+    config_class = InstrumentTaggerConfig
 
     def __init__(self, config: InstrumentTaggerConfig | None = None):
         super().__init__()
@@ -134,14 +137,3 @@ class InstrumentTagger(nn.Module):
             probs.append(torch.sigmoid(self(torch.from_numpy(part)[None]))[0].numpy())
         p = np.max(probs, axis=0)
         return {lab: float(v) for lab, v in zip(self.config.labels, p)}
-
-    def to_checkpoint(self) -> dict:
-        """``{"config": dict, "state_dict": ..., "network": ...}`` as stored in ``weights/``."""
-        return {"config": asdict(self.config), "state_dict": self.state_dict(),
-                "network": "avsplit.models.tagger:InstrumentTagger"}
-
-    @classmethod
-    def from_checkpoint(cls, ckpt: dict) -> "InstrumentTagger":
-        model = cls(InstrumentTaggerConfig(**ckpt["config"]))
-        model.load_state_dict(ckpt["state_dict"])
-        return model.eval()

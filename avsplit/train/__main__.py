@@ -13,6 +13,30 @@ import argparse
 from pathlib import Path
 
 
+def _instrument_run_args(p: argparse.ArgumentParser, out: str, steps: int, batch: int,
+                         threads: int, p_real: float) -> None:
+    """The options shared by the networks trained on the rendered instrument pools."""
+    p.add_argument("--pools", type=Path, default=Path("runs/music"))
+    p.add_argument("--data", type=Path, default=None,
+                   help="../shared/data: also validate on its real URMP pairs")
+    p.add_argument("--out", type=Path, default=Path(out))
+    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument("--batch", type=int, default=batch)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--threads", type=int, default=threads)
+    p.add_argument("--init", type=Path, default=None, help="checkpoint to warm-start from")
+    p.add_argument("--music-folds", default=None,
+                   help="mix the real MUSIC solos of these folds into training (0, 1 or 0,1; "
+                        "needs --data); the other fold's pairs are validated on")
+    p.add_argument("--p-real", type=float, default=p_real,
+                   help="share of training mixtures made of real solos (with --music-folds)")
+
+
+def _folds(text: str | None) -> set[int] | None:
+    """``"0,1"`` -> ``{0, 1}``; ``None`` stays ``None``."""
+    return {int(k) for k in text.split(",")} if text else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m avsplit.train",
                                      description="Train avsplit's separation networks.")
@@ -40,21 +64,8 @@ def main() -> None:
     md.add_argument("--workers", type=int, default=2)
     md.add_argument("--seed", type=int, default=0)
     it = sub.add_parser("instruments", help="query-conditioned instrument separator")
-    it.add_argument("--pools", type=Path, default=Path("runs/music"))
-    it.add_argument("--data", type=Path, default=None,
-                    help="../shared/data: also validate on its real URMP pairs")
-    it.add_argument("--out", type=Path, default=Path("runs/instruments"))
-    it.add_argument("--steps", type=int, default=5000)
-    it.add_argument("--batch", type=int, default=8)
+    _instrument_run_args(it, "runs/instruments", steps=5000, batch=8, threads=2, p_real=0.5)
     it.add_argument("--seconds", type=float, default=3.0)
-    it.add_argument("--lr", type=float, default=1e-3)
-    it.add_argument("--threads", type=int, default=2)
-    it.add_argument("--init", type=Path, default=None, help="checkpoint to warm-start from")
-    it.add_argument("--music-folds", default=None,
-                    help="mix the real MUSIC solos of these folds into training (0, 1 or 0,1; "
-                         "needs --data); the other fold's pairs are validated on")
-    it.add_argument("--p-real", type=float, default=0.5,
-                    help="share of training mixtures made of real solos (with --music-folds)")
     nm = sub.add_parser("nmf", help="component classifier of the NMF instrument separator")
     nm.add_argument("--pools", type=Path, default=Path("runs/music"))
     nm.add_argument("--out", type=Path, default=Path("runs/nmf"))
@@ -68,18 +79,7 @@ def main() -> None:
     nm.add_argument("--no-net-prior", action="store_true",
                     help="do not tune the weight of the network-mask prior (no network run)")
     tg = sub.add_parser("tagger", help="audio instrument tagger (which instruments play)")
-    tg.add_argument("--pools", type=Path, default=Path("runs/music"))
-    tg.add_argument("--data", type=Path, default=None,
-                    help="../shared/data: validate on its real URMP pairs (and MUSIC solos)")
-    tg.add_argument("--out", type=Path, default=Path("runs/tagger"))
-    tg.add_argument("--steps", type=int, default=4000)
-    tg.add_argument("--batch", type=int, default=16)
-    tg.add_argument("--lr", type=float, default=1e-3)
-    tg.add_argument("--threads", type=int, default=1)
-    tg.add_argument("--init", type=Path, default=None, help="checkpoint to warm-start from")
-    tg.add_argument("--music-folds", default=None,
-                    help="mix the real MUSIC solos of these folds into training (needs --data)")
-    tg.add_argument("--p-real", type=float, default=0.4)
+    _instrument_run_args(tg, "runs/tagger", steps=4000, batch=16, threads=1, p_real=0.4)
     args = parser.parse_args()
     if args.task == "speech":
         from avsplit.train.speech import train
@@ -103,15 +103,13 @@ def main() -> None:
 
         train(args.pools, args.out, data=args.data, steps=args.steps, batch=args.batch,
               lr=args.lr, threads=args.threads, init=args.init,
-              music_folds=({int(k) for k in args.music_folds.split(",")}
-                           if args.music_folds else None), p_real=args.p_real)
+              music_folds=_folds(args.music_folds), p_real=args.p_real)
     else:
         from avsplit.train.instruments import train
 
         train(args.pools, args.out, data=args.data, steps=args.steps, batch=args.batch,
               seconds=args.seconds, lr=args.lr, threads=args.threads, init=args.init,
-              music_folds=({int(k) for k in args.music_folds.split(",")}
-                           if args.music_folds else None), p_real=args.p_real)
+              music_folds=_folds(args.music_folds), p_real=args.p_real)
 
 
 if __name__ == "__main__":
