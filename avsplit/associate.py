@@ -23,11 +23,14 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from avsplit.structures import VisualTrack
-from avsplit.synchrony import ENV_HOP_S, ENV_WIN_S, NATURAL_LAG_S, speech_envelope
+from avsplit.synchrony import (ENV_HOP_S, ENV_WIN_S, NATURAL_LAG_S, band_envelope, grid_times,
+                               heard_signal, lag_curve, mouth_movement, rate_of_change,
+                               speech_envelope)
 
 __all__ = ["ENV_HOP_S", "ENV_WIN_S", "NATURAL_LAG_S", "SyncScore", "Assignment", "speech_envelope",
            "sync_score", "associate", "sync_matrix", "decide", "associate_envelopes",
-           "associate_windows", "frame_weights", "WindowDecision", "mouth_moves", "hold_over_time"]
+           "associate_windows", "frame_weights", "WindowDecision", "mouth_moves", "hold_over_time",
+           "lips_score", "band_envelope"]
 
 LAGS_S = np.round(np.arange(-0.3, 0.3001, 0.02), 3)
 LAG_PRIOR = 0.3  # r penalty at 0.35 s from the natural lag (quadratic)
@@ -45,6 +48,13 @@ PAIR_Z, R_PAIR = 1.0, 0.1
 # the contrast rule (see decide): the one face on screen, moving, takes the real voice whose
 # synchrony with it is weak (z >= CONTRAST_Z, r >= R_PAIR) but leads every other's by Z_LONE_MARGIN
 CONTRAST_Z = 1.0
+# the one-face rule (see decide): with one face on screen and two or more real voices, the level
+# correlation above cannot tell which voice is the face's when both fill the same stretches of
+# the clip (a talker and an off-screen voice taking turns while the face keeps moving: an
+# off-screen voice scored z 6.4 on levels in the events benchmark); the lips cue of `avsplit
+# sync` can (lips_score), read at lags NATURAL_LAG_S +- LIPS_LAG_S. On the development split
+# (benchmarks/tune_association.py, thresholds unchanged) the objective went 1.22 -> 1.81
+LIPS_LAG_S = 0.12
 
 
 @dataclass
@@ -58,6 +68,9 @@ class SyncScore:
         lag_s: best lag in seconds (positive: the audio comes after the mouth movement).
         z: ``(r - mean_null) / std_null`` against circularly shifted audio.
         frames: number of video frames with the face seen and used.
+        cue: ``"levels"`` (:func:`sync_score`) or ``"lips"`` (:func:`lips_score`).
+        lips: the same face and source on the lips cue, where it was computed
+            (:func:`sync_matrix` with ``lips_envelopes`` and one face).
     """
 
     track_id: int
@@ -65,6 +78,8 @@ class SyncScore:
     lag_s: float
     z: float
     frames: int
+    cue: str = "levels"
+    lips: "SyncScore | None" = None
 
 
 @dataclass
@@ -150,17 +165,70 @@ def sync_score(wave: np.ndarray, rate: int, track: VisualTrack, lags_s: np.ndarr
     return SyncScore(track.track_id, r, lag, float(z), int(len(act)))
 
 
+def lips_score(envelope: tuple[np.ndarray, np.ndarray], track: VisualTrack,
+               lag_window_s: float = LIPS_LAG_S, n_null: int = 40) -> SyncScore:
+    """Synchrony of a source with a face track on ``avsplit sync``'s lips cue.
+
+    The correlation of :func:`avsplit.synchrony.lag_curve`: the rates of change of the jaw
+    opening and of the source's 1-3 kHz envelope (the second-formant band that follows the lips
+    best; Grant & Seitz, 2000), each moment weighted by how much the mouth moves or the voice
+    sounds, so a voice heard while the mouth is still counts against it. Its best lag within
+    ``NATURAL_LAG_S ± lag_window_s`` (no offset search: the clip is taken to be in sync) is read
+    as a z-score against the same statistic on circularly shifted audio, as in
+    :func:`sync_score`, so that the thresholds of :func:`decide` mean the same on both cues.
+    Fine timing only: unlike :func:`sync_score` it is not fooled by a voice that merely talks
+    in the same stretches as the face.
+
+    Args:
+        envelope: ``(values [N], times [N] s)`` from :func:`band_envelope` of the source
+            (10 ms hop).
+        track: a face :class:`VisualTrack` (``activity`` = jaw opening, NaN where unseen).
+        n_null: number of circular shifts (1 s or more) for the null distribution.
+
+    Returns:
+        A :class:`SyncScore` with ``cue="lips"``; ``r = z = 0`` when the face is seen in fewer
+        than 10 frames.
+    """
+    env, env_t = envelope
+    seen = int(np.isfinite(track.activity).sum())
+    if len(env_t) < 2 or seen < 10 or env.std() < 1e-12:
+        return SyncScore(track.track_id, 0.0, 0.0, 0.0, seen, "lips")
+    duration = float(env_t[-1] + ENV_HOP_S)
+    grid = grid_times(duration)
+    jaw, valid, moving = mouth_movement(track, grid)
+    jaw_change = rate_of_change(jaw, valid)
+    heard, sounding = heard_signal(envelope, grid, False)
+    max_lag = abs(NATURAL_LAG_S) + lag_window_s
+
+    def best(shift: int) -> tuple[float, float]:
+        curve = lag_curve(jaw_change, valid, moving, np.roll(heard, -shift),
+                          np.roll(sounding, -shift), "lips", int(track.track_id), max_lag)
+        near = np.abs(curve.lags_s - NATURAL_LAG_S) <= lag_window_s + 1e-9
+        i = int(np.argmax(np.where(near, curve.r, -np.inf)))
+        return float(curve.r[i]), float(curve.lags_s[i])
+
+    r, lag = best(0)
+    span = duration - 2.0
+    null = np.array([best(int(round(shift / ENV_HOP_S)))[0] for shift in
+                     1.0 + span * (np.arange(n_null) + 0.5) / n_null] if span > 0 else [0.0, 0.3])
+    z = (r - null.mean()) / (null.std() + 0.05)
+    return SyncScore(track.track_id, r, lag, float(z), seen, "lips")
+
+
 def associate(sources: np.ndarray, rate: int, tracks: list[VisualTrack], **thresholds
               ) -> list[Assignment]:
     """:func:`associate_envelopes` of waveforms ``[K, samples]`` float32 mono at ``rate`` Hz."""
     envs = [speech_envelope(s, rate) for s in sources]
     if not envs:
         return []
-    return associate_envelopes(np.stack([e for e, _ in envs]), envs[0][1], tracks, **thresholds)
+    lips = np.stack([band_envelope(s, rate)[0][: len(envs[0][0])] for s in sources])
+    return associate_envelopes(np.stack([e for e, _ in envs]), envs[0][1], tracks,
+                               lips_envelopes=lips, **thresholds)
 
 
 def sync_matrix(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[VisualTrack],
-                silence_db: float = SILENCE_DB) -> tuple[np.ndarray, dict[int, list[SyncScore]]]:
+                silence_db: float = SILENCE_DB, lips_envelopes: np.ndarray | None = None
+                ) -> tuple[np.ndarray, dict[int, list[SyncScore]]]:
     """Levels and synchrony scores of candidate sources against face tracks (no decision).
 
     Args:
@@ -168,6 +236,9 @@ def sync_matrix(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[VisualTra
         tracks: face tracks (may be empty).
         silence_db: sources quieter than this (dB relative to the loudest candidate) are not
             scored.
+        lips_envelopes: ``[K, N]`` 1-3 kHz envelopes (:func:`band_envelope`) on the same
+            times; given and with one face, each score also gets its :func:`lips_score` (the
+            one-face rule of :func:`decide`).
 
     Returns:
         ``(level [K] dB relative to the loudest, {source index: [SyncScore per track]})`` for
@@ -180,6 +251,8 @@ def sync_matrix(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[VisualTra
         if level[k] >= silence_db:
             env = (envelopes[k], env_t)
             scores[k] = [sync_score(np.zeros(0, np.float32), 0, tr, envelope=env) for tr in tracks]
+            if lips_envelopes is not None and len(tracks) == 1:
+                scores[k][0].lips = lips_score((lips_envelopes[k], env_t), tracks[0])
     return level, scores
 
 
@@ -238,8 +311,20 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
     ``Z_LONE_MARGIN`` and is in better sync with this face than with any other: of two voices
     that take turns (a talker and an off-screen voice answering), the one the jaw follows.
     ``inf`` turns it off. Confidence is halved.
+
+    The one-face rule: with one face on screen, two or more real voices and every active
+    score carrying its :func:`lips_score` (``SyncScore.lips``), all the rules above read the
+    lips scores instead of the level scores. When two voices fill the same stretches of a
+    clip, the level correlation follows whichever is heard while the face talks; the lips
+    cue follows the syllables themselves.
     """
     active = [k for k in scores if level[k] >= silence_db]
+    # real voices: within lone_db of the loudest candidate (the weak-evidence rules' candidates)
+    loudest = max((level[k] for k in active), default=0.0)
+    real = [k for k in active if level[k] >= loudest - lone_db]
+    if (n_tracks == 1 and len(real) >= 2
+            and all(scores[k][0].lips is not None for k in active)):
+        scores = {k: [scores[k][0].lips] if k in active else v for k, v in scores.items()}
     matched: dict[int, SyncScore] = {}
     if active and n_tracks:
         # each face first takes one source of its own: the one-to-one pairing with the largest
@@ -263,9 +348,6 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
             # quieter, with a slightly higher z): the loud slot that clears the thresholds joins
             matched[k] = s
     evidence: dict[int, str] = {}  # why a source is on-screen where it is not plain sync
-    # real voices: within lone_db of the loudest candidate (the weak-evidence rules' candidates)
-    loudest = max((level[k] for k in active), default=0.0)
-    real = [k for k in active if level[k] >= loudest - lone_db]
     if matched and moving is not None and np.isfinite(pair_z):
         taken = {s.track_id for s in matched.values()}
         for i, f in zip(rows, cols):
@@ -304,7 +386,7 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
             out.append(Assignment(k, False, None, 0.0, float(level[k]), [], "no face visible"))
         elif k in matched:
             s, why = matched[k], evidence.get(k, "sync")
-            rz = f"r={s.r:.2f}, z={s.z:.1f}"
+            rz = f"{'lips cue: ' if s.cue == 'lips' else ''}r={s.r:.2f}, z={s.z:.1f}"
             reason = {"sync": f"in sync with face {s.track_id} ({rz})",
                       "lone voice": f"the only voice, and face {s.track_id}'s mouth moves "
                                     f"(weak sync: {rz})",
@@ -318,7 +400,8 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
             best = max(scores[k], key=lambda s: s.z)
             out.append(Assignment(k, False, None, 1.0 - _confidence(best.z, z_best),
                                   float(level[k]), scores[k],
-                                  f"no face in sync (best face {best.track_id}: r={best.r:.2f}, z={best.z:.1f})"))
+                                  f"no face in sync (best face {best.track_id}: "
+                                  f"{'lips cue: ' if best.cue == 'lips' else ''}r={best.r:.2f}, z={best.z:.1f})"))
     return out
 
 
@@ -326,7 +409,8 @@ def associate_envelopes(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[V
                         z_best: float = Z_BEST, r_best: float = R_BEST, z_other: float = Z_OTHER,
                         r_other: float = R_OTHER, silence_db: float = SILENCE_DB,
                         lone_db: float = LONE_DB, join_db: float = LONE_DB,
-                        pair_z: float = PAIR_Z, contrast_z: float = CONTRAST_Z) -> list[Assignment]:
+                        pair_z: float = PAIR_Z, contrast_z: float = CONTRAST_Z,
+                        lips_envelopes: np.ndarray | None = None) -> list[Assignment]:
     """Decide for each candidate source whether it is the voice of a visible face.
 
     Faces and sources are first paired one to one (the pairing with the largest total z,
@@ -338,7 +422,9 @@ def associate_envelopes(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[V
     :func:`decide`); once one face is matched, another moving face keeps its pairing with a
     loud voice at ``z >= pair_z`` (the scene-pairing rule of :func:`decide`), and a moving face
     takes a voice whose weak synchrony with it clearly leads every other voice's (``z >=
-    contrast_z``, the contrast rule of :func:`decide`). The defaults were tuned with
+    contrast_z``, the contrast rule of :func:`decide`). With one face on screen and two or more
+    voices, these rules read the lips cue instead (``lips_envelopes``; the one-face rule of
+    :func:`decide`). The defaults were tuned with
     ``benchmarks/tune_association.py`` on the development clips, which the benchmarks do not
     score (see docs/benchmarks.md).
 
@@ -352,11 +438,13 @@ def associate_envelopes(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[V
         join_db: level margin of the faint-remnant rule of :func:`decide` (``inf``: off).
         pair_z: z threshold of the scene-pairing rule of :func:`decide` (``inf``: off).
         contrast_z: z threshold of the contrast rule of :func:`decide` (``inf``: off).
+        lips_envelopes: ``[K, N]`` 1-3 kHz envelopes (:func:`band_envelope`) of the same
+            sources on the same times, for the one-face rule; ``None``: levels only.
 
     Returns:
         One :class:`Assignment` per source, in source order.
     """
-    level, scores = sync_matrix(envelopes, env_t, tracks, silence_db)
+    level, scores = sync_matrix(envelopes, env_t, tracks, silence_db, lips_envelopes)
     return decide(level, scores, len(tracks), z_best, r_best, z_other, r_other, silence_db,
                   [mouth_moves(t) for t in tracks], lone_db, join_db, pair_z, contrast_z)
 
@@ -388,13 +476,15 @@ def _window_track(track: VisualTrack, start: float, end: float) -> VisualTrack:
 
 def associate_windows(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[VisualTrack],
                       window_s: float = WINDOW_S, hop_s: float = WINDOW_HOP_S,
-                      **thresholds) -> list[WindowDecision]:
+                      lips_envelopes: np.ndarray | None = None, **thresholds
+                      ) -> list[WindowDecision]:
     """:func:`associate_envelopes` per sliding window, so decisions follow speakers who come
     and go in long videos (and a chunk-to-chunk slot swap of the separator cannot mislead a
     whole-clip correlation). A clip up to ``1.5 * window_s`` long is one window.
 
     Args:
         envelopes: ``[K, N]``; env_t: ``[N]`` seconds; tracks: face tracks (real timestamps).
+        lips_envelopes: ``[K, N]`` or ``None``, as for :func:`associate_envelopes`.
         window_s, hop_s: window length and hop in seconds (the last window ends at the clip's
             end and is at least ``window_s`` long when the clip is).
 
@@ -415,7 +505,9 @@ def associate_windows(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[Vis
         keep = (env_t >= w0) & (env_t < w1)
         wt = [_window_track(t, w0, w1) for t in tracks]
         wt = [t for t in wt if np.isfinite(t.boxes[:, 0]).sum() >= 10]
-        decisions = associate_envelopes(envelopes[:, keep], env_t[keep] - w0, wt, **thresholds)
+        lips = None if lips_envelopes is None else lips_envelopes[:, keep]
+        decisions = associate_envelopes(envelopes[:, keep], env_t[keep] - w0, wt,
+                                        lips_envelopes=lips, **thresholds)
         out.append(WindowDecision(float(w0), float(min(w1, duration)), decisions))
     return hold_over_time(out)
 

@@ -13,7 +13,8 @@ On them we build, in-process and at the separator's 16 kHz (no AAC round trip):
 
 The product's voice candidates (separator slots x enhancer speech mask), their envelopes and the
 face tracks of the real video are computed once; the synchrony scores are computed once
-(:func:`avsplit.associate.sync_matrix`); then every threshold set of the grid is scored with
+(:func:`avsplit.associate.sync_matrix`, with the lips cue of the one-face rule); then every
+threshold set of the grid is scored with
 :func:`avsplit.associate.decide`, as the product decides for a clip up to 30 s:
 
 * onscreen: SI-SDRi of the on-screen stem (the sum of the on-screen candidates; none: silence,
@@ -43,7 +44,8 @@ from speakers import RATE, _rms, _side_by_side, _voice
 
 from avsplit import media
 from avsplit.apply import slot_envelopes
-from avsplit.associate import ENV_HOP_S, decide, mouth_moves, speech_envelope, sync_matrix
+from avsplit.associate import (ENV_HOP_S, band_envelope, decide, mouth_moves, speech_envelope,
+                               sync_matrix)
 from avsplit.audio import si_sdr
 from avsplit.clip import Clip
 from avsplit.engine import Engine
@@ -61,14 +63,19 @@ GRID = {"z_best": [0.5, 1.0, 1.5, 2.0, 2.5, 3.0], "r_best": [0.05, 0.1, 0.15, 0.
 RULES = ("lone_db", "join_db", "pair_z", "contrast_z")
 
 
-def _candidates(mix: np.ndarray, separator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Voice candidates of a 16 kHz mixture: ``(waves [k, S], envelopes [k, N], env_t [N])``."""
+def _candidates(mix: np.ndarray, separator
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Voice candidates of a 16 kHz mixture: ``(waves [k, S], envelopes [k, N], 1-3 kHz
+    envelopes [k, N] (the lips cue of the one-face rule), env_t [N])``."""
     masks = product_masks(ENGINE, separator, mix)
     k = masks.shape[0] - 1
     waves = separator.apply(mix[None], RATE, masks)[:k, 0]
+    hop = int(round(ENV_HOP_S * RATE))
     envs, env_t = slot_envelopes(mix, masks, list(range(k)), separator.n_fft, separator.hop,
-                                 RATE, speech_envelope, int(round(ENV_HOP_S * RATE)))
-    return waves, envs, env_t
+                                 RATE, speech_envelope, hop)
+    lips = slot_envelopes(mix, masks, list(range(k)), separator.n_fft, separator.hop, RATE,
+                          band_envelope, hop)[0][:, : envs.shape[1]]
+    return waves, envs, lips, env_t
 
 
 def _tracks(video: Path):
@@ -98,8 +105,8 @@ def build(data: Path, voices: int, noises: int, work: Path, clips: list[str] = D
             y = y * (_rms(own) / _rms(y))
             mix = own + y
             g = 0.9 / np.abs(mix).max() if np.abs(mix).max() > 0.9 else 1.0
-            waves, envs, env_t = _candidates(mix * g, separator)
-            level, scores = sync_matrix(envs, env_t, tracks, silence_db=-200.0)
+            waves, envs, lips, env_t = _candidates(mix * g, separator)
+            level, scores = sync_matrix(envs, env_t, tracks, silence_db=-200.0, lips_envelopes=lips)
             examples.append({"mode": "onscreen", "kind": kind, "clip": rel, "mix": mix * g,
                              "refs": [own * g, y * g], "waves": waves, "level": level,
                              "scores": scores, "tracks": tracks})
@@ -127,8 +134,8 @@ def build(data: Path, voices: int, noises: int, work: Path, clips: list[str] = D
             off = off * (_rms(va) / _rms(off)) if with_off else off
             mix = va + vb + off
             g = 0.9 / np.abs(mix).max() if np.abs(mix).max() > 0.9 else 1.0
-            waves, envs, env_t = _candidates(mix * g, separator)
-            level, scores = sync_matrix(envs, env_t, tracks, silence_db=-200.0)
+            waves, envs, lips, env_t = _candidates(mix * g, separator)
+            level, scores = sync_matrix(envs, env_t, tracks, silence_db=-200.0, lips_envelopes=lips)
             examples.append({"mode": "speakers", "kind": "2v+off" if with_off else "2v",
                              "clip": f"{a} | {b}", "mix": mix * g, "refs": [va * g, vb * g],
                              "waves": waves, "level": level, "scores": scores, "tracks": tracks,

@@ -219,3 +219,48 @@ def test_decisions_hold_over_time_where_a_window_dips():
     assert ws[2].assignments[1].evidence == "held" and ws[2].assignments[1].track_id == 1
     two = hold_over_time([window(0, 2.0, on=True), window(1, 0.8)])
     assert onscreen(two) == [True, False]
+
+
+def test_lips_cue_is_not_fooled_by_a_voice_talking_in_the_same_stretch():
+    """A face that talks only in the middle of a 3 s clip (as GRID talkers do) and an impostor
+    voice that fills the same stretch with other syllables: on levels the impostor follows the
+    slow on/off of the mouth and scores like sync; on the lips cue it falls well behind the
+    face's own voice (means over 7 clips)."""
+    from avsplit.associate import band_envelope, lips_score
+
+    own, lips, levels = [], [], []
+    for seed in range(6, 20, 2):
+        voice, gate = _syllables(seed, seconds=3.0)
+        impostor, _ = _syllables(seed + 1, seconds=3.0)
+        stretch = np.zeros(len(gate))
+        stretch[int(0.6 * RATE):int(2.4 * RATE)] = 1.0
+        face = _face(gate * stretch, 0, seed=3)
+        own.append(lips_score(band_envelope(voice * stretch, RATE), face).z)
+        lips.append(lips_score(band_envelope(impostor * stretch, RATE), face).z)
+        levels.append(sync_score(impostor * stretch, RATE, face).z)
+    assert np.mean(levels) > np.mean(lips) + 1.5
+    assert np.mean(own) > np.mean(lips) + 2.0
+    assert lips_score(band_envelope(impostor * stretch, RATE), face).cue == "lips"
+
+
+def test_one_face_and_two_voices_decide_on_the_lips_cue():
+    """Levels favour voice 0, the lips cue voice 1: with one face and two real voices the lips
+    decide; without lips scores, or with two faces (sync_matrix computes lips only for one),
+    the levels do."""
+    from avsplit.associate import SyncScore, decide
+
+    def scored(z_levels, z_lips):
+        s = SyncScore(0, 0.4, 0.04, z_levels, 150)
+        s.lips = None if z_lips is None else SyncScore(0, 0.4, 0.04, z_lips, 150, "lips")
+        return s
+
+    level = np.array([0.0, -2.0])
+    out = decide(level, {0: [scored(3.0, 0.2)], 1: [scored(0.5, 3.0)]}, 1, moving=[True])
+    assert [a.onscreen for a in out] == [False, True]
+    assert "lips cue" in out[1].reason and out[1].scores[0].cue == "lips"
+    out = decide(level, {0: [scored(3.0, None)], 1: [scored(0.5, None)]}, 1, moving=[True])
+    assert [a.onscreen for a in out] == [True, False]
+    # one voice only (the other 8 dB or more below): nothing to tell apart, levels decide
+    out = decide(np.array([0.0, -20.0]), {0: [scored(3.0, 0.2)], 1: [scored(0.5, 3.0)]}, 1,
+                 moving=[True])
+    assert out[0].onscreen and out[0].scores[0].cue == "levels"

@@ -24,7 +24,7 @@ import numpy as np
 from avsplit.apply import chunk_stft, slot_envelopes
 from avsplit.audio import stft_frame_times
 from avsplit.associate import (ENV_HOP_S, Assignment, associate_envelopes, associate_windows,
-                               frame_weights, speech_envelope)
+                               band_envelope, frame_weights, speech_envelope)
 from avsplit.clip import Clip
 from avsplit.engine import Engine
 from avsplit.events import speech_events
@@ -52,7 +52,7 @@ def _assignment_entry(a: Assignment) -> dict:
             "confidence": round(a.confidence, 3), "energy_db": round(a.energy_db, 1),
             "reason": a.reason, "evidence": a.evidence,
             "sync": [{"track_id": s.track_id, "r": round(s.r, 3), "lag_s": s.lag_s,
-                      "z": round(s.z, 2), "frames": s.frames} for s in a.scores]}
+                      "z": round(s.z, 2), "frames": s.frames, "cue": s.cue} for s in a.scores]}
 
 
 def refine_speech_masks(masks: np.ndarray, mono: np.ndarray, enhanced: np.ndarray,
@@ -114,8 +114,13 @@ def plan(clip: Clip, engine: Engine, options: SeparateOptions, progress: Progres
     envs, background = envs[:k], envs[k]  # the background slot only goes on the timeline
     tracks = engine.face_tracks(clip, progress)
     step = progress.stage("matching voices to faces", 1)
-    assignments = associate_envelopes(envs, env_t, tracks)  # the whole clip, for the manifest
-    windows = associate_windows(envs, env_t, tracks)
+    lips = None
+    if len(tracks) == 1 and k >= 2:  # the one-face rule of avsplit.associate.decide
+        lips = slot_envelopes(mono, masks, list(range(k)), separator.n_fft, separator.hop, rate,
+                              band_envelope, env_hop)[0][:, : envs.shape[1]]
+    # the whole clip, for the manifest
+    assignments = associate_envelopes(envs, env_t, tracks, lips_envelopes=lips)
+    windows = associate_windows(envs, env_t, tracks, lips_envelopes=lips)
     step(1)
     notes = []
     anywhere = {a.source_index for w in windows for a in w.assignments if a.onscreen}
