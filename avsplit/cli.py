@@ -181,7 +181,8 @@ def separate(
         None, "--separator",
         help="instruments: combined (default): the normalised product (geometric mean) of the "
         "instrument network's masks and the NMF's (grouped with the network's masks as prior): "
-        "a bin goes to an instrument as far as both give it; net: the network alone; nmf: NMF "
+        "a bin goes to an instrument as far as both give it, then each stem re-separated by the "
+        "network to take out what leaked in; net: the network alone; nmf: NMF "
         "of the mixture with a learnt assignment of its components."),
     no_enhance: bool = typer.Option(False, "--no-enhance",
                                     help="onscreen/speakers: let our separator's background slot "

@@ -240,9 +240,9 @@ def instrument_separator(engine: Engine, weights: Path | None = None, kind: str 
     net = engine.separator("instrument-separator", weights)
     if kind == "net":
         return net, [net.model_id]
-    from avsplit.nmf import CombinedSeparator
+    from avsplit.nmf import RESEPARATION_POWER, CombinedSeparator
 
-    combined = CombinedSeparator(net, engine.nmf_separator(), COMBINED_RULE)
+    combined = CombinedSeparator(net, engine.nmf_separator(), COMBINED_RULE, RESEPARATION_POWER)
     return combined, list(combined.model_ids)
 
 

@@ -22,7 +22,8 @@ In the same run: the mixture as the estimate of every source (floor), the ideal 
 ``|S_i| / sum_j |S_j|`` with the mixture's phase (ceiling of masking), and a KL-NMF baseline with
 oracle grouping (:func:`nmf_estimates`); with ``--methods``, also the NMF separator with the
 learnt assignment (``nmf_learned``; ``nmf_learned_net`` with the network's masks as prior) and
-combinations of it with the network (``mean``, ``mean_prior``, ``choice``, ``product_prior``; see
+combinations of it with the network (``mean``, ``mean_prior``, ``choice``, ``product_prior``, and
+``combined``, the product re-separated as ``--separator combined`` does; see
 :func:`learned_nmf_estimates`). All three use an STFT at the input's rate with the
 separator's window and hop durations (93 ms / 23 ms). Speed: real-time factor of
 ``separate_queries`` (both queries) on the MUSIC mixtures.
@@ -62,13 +63,14 @@ from avsplit.train import corpus
 WINDOW_S, HOP_S = 1024 / 11025, 256 / 11025
 URMP_MAX_S, SYNTH_S, SYNTH_ITEMS = 10.0, 6.0, 40
 METHODS = ("ours", "mixture", "nmf_sup", "nmf", "irm", "nmf_learned", "nmf_learned_net",
-           "mean", "mean_prior", "choice", "product_prior", "net_soft")
+           "mean", "mean_prior", "choice", "product_prior", "combined", "net_soft")
 DEFAULT_METHODS = ("ours", "mixture", "nmf_sup", "nmf", "irm")
 #: Methods from the NMF separator with the learnt assignment (``--nmf-classifier``), alone
 #: (``None``), combined with the network by a rule of :data:`avsplit.nmf.RULES`, or the
 #: ``soft`` control (the network's masks only).
 NMF_LEARNED = {"nmf_learned": None, "nmf_learned_net": "prior", "mean": "mean",
                "mean_prior": "mean_prior", "choice": "choice", "product_prior": "product_prior",
+               "combined": "product_prior",
                "net_soft": "soft"}
 METHOD_NAMES = {"ours": "ours", "mixture": "mixture floor", "nmf_sup": "NMF (supervised)",
                 "nmf": "NMF (oracle grouping)", "irm": "IRM ceiling",
@@ -76,7 +78,8 @@ METHOD_NAMES = {"ours": "ours", "mixture": "mixture floor", "nmf_sup": "NMF (sup
                 "nmf_learned_net": "NMF (learnt assignment + network prior)",
                 "mean": "mean of ours and NMF (learnt)",
                 "mean_prior": "mean of ours and NMF (learnt + prior)",
-                "product_prior": "combined (the default): product of ours and NMF (learnt + prior)",
+                "product_prior": "product of ours and NMF (learnt + prior)",
+                "combined": "combined (the default): product of ours and NMF (learnt + prior), re-separated",
                 "choice": "per clip: ours or NMF (learnt + prior), more confident",
                 "net_soft": "control: ours averaged with its own masks spread evenly"}
 #: The methods of this run, in table order (set from ``--methods``).
@@ -294,7 +297,7 @@ def learned_nmf_estimates(model, nmf_sep, mix: np.ndarray, rate: int, labels: li
     and of its combinations with the network (:func:`avsplit.nmf.combine_masks`), for the
     asked ``methods`` of :data:`NMF_LEARNED`; masks applied at the input rate as ``ours``."""
     from avsplit.apply import limit_total
-    from avsplit.nmf import combine_masks
+    from avsplit.nmf import RESEPARATION_POWER, combine_masks, reseparate
 
     mono = model.mono(mix[None], rate)
     net = limit_total(model.masks(mono, labels)).astype(np.float32)
@@ -317,6 +320,8 @@ def learned_nmf_estimates(model, nmf_sep, mix: np.ndarray, rate: int, labels: li
             continue
         m_nmf = masks[nmf_kind(rule)]
         est = m_nmf if rule is None else combine_masks(net, m_nmf, rule, power)
+        if m == "combined":  # what --separator combined does: the product, re-separated
+            est = reseparate(model, mono, labels, est.copy(), RESEPARATION_POWER)
         out[m] = model.apply(mix[None], rate, est)[:, 0]
     return out
 
@@ -542,9 +547,9 @@ def recognition_table(rec: list[dict]) -> str:
 
 def product_method(methods) -> str:
     """The method that is what ``avsplit separate --mode instruments`` does by default
-    (``--separator combined`` with :data:`avsplit.instruments.COMBINED_RULE`) when it was
-    run, else the network alone (``ours``)."""
-    return COMBINED_RULE if COMBINED_RULE in methods else "ours"
+    (``--separator combined``: :data:`avsplit.instruments.COMBINED_RULE`, re-separated) when it
+    was run, else the product without re-separation, else the network alone (``ours``)."""
+    return next((m for m in ("combined", COMBINED_RULE) if m in methods), "ours")
 
 
 def targets(summ: dict, rec: list[dict] | str, music_in_training: bool = False
