@@ -117,6 +117,28 @@ def test_training_batches_are_exact_mixtures_and_pit_ignores_slot_order():
     assert separation_loss(everything_in_background, mix, speech, background, has_bg) > loss_a + 20
 
 
+def test_turn_taking_examples_give_each_voice_its_own_stretches():
+    """A turn-taking example (make_mixture(turns=True)) is still an exact mixture of two voices,
+    but each voice talks mostly where the other does not; turn_gates alternate 2-4 turns and
+    overlap at most around the changes."""
+    from avsplit.train.speech import make_mixture, turn_gates
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        g = turn_gates(3 * RATE, rng)
+        assert g.shape == (2, 3 * RATE) and g.min() >= 0 and g.max() <= 1
+        assert (g.max(0) > 0.5).mean() > 0.95  # someone talks nearly all the time
+        assert ((g > 0.5).all(0)).mean() < 0.35  # both only around the turn changes
+        assert (g[0] > 0.5).mean() > 0.1 and (g[1] > 0.5).mean() > 0.1
+    pools = Pools(speakers=[[voice_like(i, 3.0)] for i in range(4)], backgrounds=[], rirs=[])
+    mix, speech, bg, _ = make_mixture(pools, 3 * RATE, rng, n_speakers=2, turns=True,
+                                      augment=False, reverb_prob=0.0)
+    assert np.allclose(mix, speech.sum(0) + bg, atol=1e-6)
+    frames = speech.reshape(2, -1, RATE // 50) ** 2
+    active = frames.mean(-1) > 1e-3 * frames.mean(-1).max()
+    assert (active[0] & active[1]).mean() < 0.5 * min(active[0].mean(), active[1].mean())
+
+
 def test_fixed_examples_are_scored_without_permuting_the_slots():
     rng = np.random.default_rng(1)
     pools = Pools(speakers=[[voice_like(i, 2.0)] for i in range(4)], backgrounds=[], rirs=[])

@@ -55,6 +55,8 @@ def main() -> None:
                          "at zero output)")
     sp.add_argument("--residual-hidden", type=int, default=None,
                     help="units per direction of each residual block (default 256)")
+    sp.add_argument("--turn-prob", type=float, default=None,
+                    help="share of two-voice examples whose voices take turns (default 0.25)")
     sp.add_argument("--cue", action="store_true",
                     help="train the face-cued target-speaker extractor (--init: blind weights)")
     md = sub.add_parser("music-data", help="render the synthetic instrument stems (fluidsynth)")
@@ -86,7 +88,8 @@ def main() -> None:
 
         train(args.data, args.out, steps=args.steps, batch=args.batch, seconds=args.seconds,
               lr=args.lr, threads=args.threads, init=args.init, cue=args.cue,
-              residual_layers=args.residual_layers, residual_hidden=args.residual_hidden)
+              residual_layers=args.residual_layers, residual_hidden=args.residual_hidden,
+              **({} if args.turn_prob is None else {"turn_prob": args.turn_prob}))
     elif args.task == "music-data":
         from avsplit.train.instruments import render_data
 

@@ -6,7 +6,9 @@ The recipe (what the model is asked to do, and how it is scored):
   examples are two voices at a relative level of -5..+5 dB, a third of those with a real
   background (noise or instrumental music) at 0..15 dB below the speech; 25 % are one voice
   plus a background at -5..10 dB. Two speech slots (the most a mixture holds) and one
-  background slot.
+  background slot. A quarter of the two-voice examples (:data:`TURN_PROB`, since 2026-12-07)
+  are voices that take turns (:func:`turn_gates`), so that a slot learns to follow one speaker
+  across turns instead of holding whoever talks.
 * **Loss**: negative thresholded SNR on the waveforms (MixIT, Wisdom et al. 2020, Eq. 4:
   ``-10 log10(|s|^2 / (|s - s_hat|^2 + tau |s|^2))``, capped at 30 dB), utterance-level PIT
   (Kolbaek et al. 2017) over the two speech slots; an empty speech slot, and the background
@@ -21,7 +23,8 @@ The recipe (what the model is asked to do, and how it is scored):
 * **Crops with speech in them**: of a few random 2 s excerpts, the one with the most active
   20 ms frames (within 35 dB of the utterance's loudest frame) is used.
 * **Validation** (fixed, logged every ``eval_every`` steps): 100 held-out-speaker mixtures per
-  condition at exactly 0 dB (two voices; two voices + background; one voice + background),
+  condition at exactly 0 dB (two voices; two voices + background; one voice + background; two
+  voices taking turns),
   scored with the best *distinct* slot assignment, plus the real talking-head clips of
   ``DATA/av/speech`` (audio only) mixed at 0 dB with a held-out voice. ``best.pt`` is chosen on
   the synthetic held-out mean only, so the real clips stay a check.
@@ -55,6 +58,13 @@ RELATIVE_LEVEL_DB = 5.0
 SNR_TWO_VOICES_DB = (0.0, 15.0)
 SNR_ONE_VOICE_DB = (-5.0, 10.0)
 SILENT_SLOT_TAU = 1e-3  # MixIT threshold: an empty slot's loss bottoms out at -30 dB
+# of the two-voice examples, the share in which the voices take turns (since 2026-12-07): each
+# talks in its own stretches with little overlap, as an on-screen talker and an off-screen voice
+# answering do. Under utterance-level PIT a slot must then follow one speaker across the turns;
+# with fully overlapped voices only, the separator put both voices of a turn-taking clip into one
+# slot (the events benchmark's GRID clips, docs/benchmarks.md).
+TURN_PROB = 0.25
+TURN_FADE_S = 0.02
 
 
 @dataclass
@@ -155,10 +165,37 @@ def _voice(utts: list[np.ndarray], length: int, rng: np.random.Generator, rate: 
     return x.astype(np.float32)
 
 
+def turn_gates(length: int, rng: np.random.Generator, rate: int = 16000) -> np.ndarray:
+    """Gains ``[2, length]`` float32 (0..1) for two voices that take turns: 2-4 turns of at
+    least a quarter of the segment's length / turns, alternating speakers (who starts is
+    drawn), each stretched by 0-0.15 s of overlap into its neighbours, 20 ms fades."""
+    n_turns = int(rng.integers(2, 5))
+    cuts = np.sort(rng.uniform(0, 1, n_turns - 1))
+    bounds = np.concatenate([[0.0], cuts, [1.0]])
+    widths = np.diff(bounds)
+    widths = 0.25 / n_turns + widths * (1 - 0.25) / widths.sum()  # no turn shorter than 1/4 of its share
+    bounds = np.concatenate([[0.0], np.cumsum(widths)]) * length
+    first = int(rng.integers(2))
+    fade = max(1, int(TURN_FADE_S * rate))
+    gates = np.zeros((2, length), np.float32)
+    for i in range(n_turns):
+        a = max(0, int(bounds[i] - rng.uniform(0, 0.15) * rate))
+        b = min(length, int(bounds[i + 1] + rng.uniform(0, 0.15) * rate))
+        g = np.ones(b - a, np.float32)
+        k = min(fade, (b - a) // 2)
+        ramp = np.linspace(0, 1, k, dtype=np.float32)
+        g[:k] = np.minimum(g[:k], ramp)
+        g[len(g) - k:] = np.minimum(g[len(g) - k:], ramp[::-1])
+        row = (first + i) % 2
+        gates[row, a:b] = np.maximum(gates[row, a:b], g)
+    return gates
+
+
 def make_mixture(pools: Pools, length: int, rng: np.random.Generator, n_speakers: int | None = None,
                  relative_db: float | None = None, snr_db: float | None = None,
                  background: bool | None = None, reverb_prob: float = 0.3,
-                 augment: bool = True, rate: int = 16000):
+                 augment: bool = True, rate: int = 16000, turns: bool | None = None,
+                 turn_prob: float = TURN_PROB):
     """One example of the recipe (see the module docstring); fixed values override the draws.
 
     Args:
@@ -166,6 +203,8 @@ def make_mixture(pools: Pools, length: int, rng: np.random.Generator, n_speakers
         relative_db: level of the second voice relative to the first (drawn: -5..5 dB).
         snr_db: speech-to-background ratio in dB (drawn per case).
         background: add a background (drawn: always with one voice, p = 1/3 with two).
+        turns: two voices that take turns (:func:`turn_gates`; drawn with ``turn_prob`` for
+            two voices, never for one).
 
     Returns:
         ``(mixture [length], speech [2, length], background [length], has_background)``;
@@ -175,13 +214,18 @@ def make_mixture(pools: Pools, length: int, rng: np.random.Generator, n_speakers
         n_speakers = 2 if rng.random() < TWO_VOICE_PROB else 1
     if background is None:
         background = n_speakers == 1 or rng.random() < TWO_VOICE_BACKGROUND_PROB
+    if turns is None:
+        turns = n_speakers == 2 and rng.random() < turn_prob
+    gates = turn_gates(length, rng, rate) if turns and n_speakers == 2 else None
     speech = np.zeros((2, length), np.float32)
     chosen = rng.choice(len(pools.speakers), size=n_speakers, replace=False)
     level = rng.uniform(-28, -16)
     rel = rng.uniform(-RELATIVE_LEVEL_DB, RELATIVE_LEVEL_DB) if relative_db is None else relative_db
     for row, spk in enumerate(chosen):
         x = _voice(pools.speakers[spk], length, rng, rate, augment)
-        if augment and rng.random() < 0.15:  # the voice covers only part of the segment
+        if gates is not None:
+            x = x * gates[row]
+        elif augment and rng.random() < 0.15:  # the voice covers only part of the segment
             keep = rng.integers(length // 2, length)
             start = rng.integers(0, length - keep + 1)
             x[:start] = 0
@@ -209,9 +253,10 @@ def make_mixture(pools: Pools, length: int, rng: np.random.Generator, n_speakers
     return mixture.astype(np.float32), speech.astype(np.float32), bg.astype(np.float32), has_bg
 
 
-def make_batch(pools: Pools, batch: int, length: int, rng: np.random.Generator, rate: int = 16000):
+def make_batch(pools: Pools, batch: int, length: int, rng: np.random.Generator, rate: int = 16000,
+               turn_prob: float = TURN_PROB):
     """Stack :func:`make_mixture` examples: ``[B, S]``, ``[B, 2, S]``, ``[B, S]``, ``[B]`` bool."""
-    items = [make_mixture(pools, length, rng, rate=rate) for _ in range(batch)]
+    items = [make_mixture(pools, length, rng, rate=rate, turn_prob=turn_prob) for _ in range(batch)]
     mix, speech, bg, has_bg = zip(*items)
     return (torch.from_numpy(np.stack(mix)), torch.from_numpy(np.stack(speech)),
             torch.from_numpy(np.stack(bg)), torch.tensor(has_bg))
@@ -267,12 +312,16 @@ def separation_loss(estimates: torch.Tensor, mixture: torch.Tensor, speech: torc
 
 
 def validation_set(pools: Pools, length: int, n: int = 100, seed: int = 1234):
-    """Fixed held-out mixtures at 0 dB: ``{condition: (mixture, speech, background, has_bg)}``."""
+    """Fixed held-out mixtures at 0 dB: ``{condition: (mixture, speech, background, has_bg)}``
+    (``2spk-turns``: two voices taking turns, :func:`turn_gates`; drawn after the other three,
+    so those stay the mixtures of earlier runs)."""
     rng = np.random.default_rng(seed)
     sets = {}
-    for name, n_spk, bg in [("2spk", 2, False), ("2spk+bg", 2, True), ("1spk+bg", 1, True)]:
+    for name, n_spk, bg, turns in [("2spk", 2, False, False), ("2spk+bg", 2, True, False),
+                                   ("1spk+bg", 1, True, False), ("2spk-turns", 2, False, True)]:
         items = [make_mixture(pools, length, rng, n_speakers=n_spk, relative_db=0.0, snr_db=0.0,
-                              background=bg, reverb_prob=0.0, augment=False) for _ in range(n)]
+                              background=bg, reverb_prob=0.0, augment=False, turns=turns)
+                 for _ in range(n)]
         mix, speech, b, has = zip(*items)
         sets[name] = (torch.from_numpy(np.stack(mix)), torch.from_numpy(np.stack(speech)),
                       torch.from_numpy(np.stack(b)), torch.tensor(has))
@@ -431,7 +480,7 @@ def train(data: Path, out: Path, steps: int = 30000, batch: int = 8, seconds: fl
           lr: float = 1e-3, checkpoint_minutes: float = 4.0, eval_every: int = 500,
           config: SpeechSeparatorConfig | None = None, seed: int = 0, threads: int = 2,
           init: Path | None = None, cue: bool = False, residual_layers: int | None = None,
-          residual_hidden: int | None = None) -> Path:
+          residual_hidden: int | None = None, turn_prob: float = TURN_PROB) -> Path:
     """Train (or resume) and write ``out/best.pt`` (best synthetic validation) and ``out/last.pt``.
 
     Logs one JSON line per evaluation to ``out/log.jsonl``. Returns the path of ``best.pt``.
@@ -462,7 +511,7 @@ def train(data: Path, out: Path, steps: int = 30000, batch: int = 8, seconds: fl
     length = int(seconds * rate)
 
     def loss_of(rng: np.random.Generator) -> torch.Tensor:
-        mix, speech, bg, has_bg = make_batch(train_pools, batch, length, rng, rate)
+        mix, speech, bg, has_bg = make_batch(train_pools, batch, length, rng, rate, turn_prob)
         est, _ = model(mix)
         return separation_loss(est, mix, speech, bg, has_bg)
 
