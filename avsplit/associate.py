@@ -53,7 +53,7 @@ CONTRAST_Z = 1.0
 # the clip (a talker and an off-screen voice taking turns while the face keeps moving: an
 # off-screen voice scored z 6.4 on levels in the events benchmark); the lips cue of `avsplit
 # sync` can (lips_score), read at lags NATURAL_LAG_S +- LIPS_LAG_S. On the development split
-# (benchmarks/tune_association.py, thresholds unchanged) the objective went 1.22 -> 1.81
+# (benchmarks/tune_association.py, thresholds unchanged) the objective went 1.22 -> 1.54
 LIPS_LAG_S = 0.12
 
 
@@ -270,6 +270,11 @@ def mouth_moves(track: VisualTrack, min_range: float = MOUTH_RANGE) -> bool:
     return bool(np.percentile(a, 90) - np.percentile(a, 10) >= min_range)
 
 
+def _described(s: SyncScore) -> str:
+    """``"r=0.41, z=2.3"`` for the manifest's reasons, ``"lips cue: ..."`` on that cue."""
+    return f"{'lips cue: ' if s.cue == 'lips' else ''}r={s.r:.2f}, z={s.z:.1f}"
+
+
 def _confidence(z: float, z_best: float, weak: bool = False) -> float:
     """0..1 that an on-screen decision on synchrony ``z`` is right: a logistic around
     ``z_best``, halved for the rules that decide on weak synchrony (``weak``)."""
@@ -386,7 +391,7 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
             out.append(Assignment(k, False, None, 0.0, float(level[k]), [], "no face visible"))
         elif k in matched:
             s, why = matched[k], evidence.get(k, "sync")
-            rz = f"{'lips cue: ' if s.cue == 'lips' else ''}r={s.r:.2f}, z={s.z:.1f}"
+            rz = _described(s)
             reason = {"sync": f"in sync with face {s.track_id} ({rz})",
                       "lone voice": f"the only voice, and face {s.track_id}'s mouth moves "
                                     f"(weak sync: {rz})",
@@ -400,8 +405,7 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
             best = max(scores[k], key=lambda s: s.z)
             out.append(Assignment(k, False, None, 1.0 - _confidence(best.z, z_best),
                                   float(level[k]), scores[k],
-                                  f"no face in sync (best face {best.track_id}: "
-                                  f"{'lips cue: ' if best.cue == 'lips' else ''}r={best.r:.2f}, z={best.z:.1f})"))
+                                  f"no face in sync (best face {best.track_id}: {_described(best)})"))
     return out
 
 

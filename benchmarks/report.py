@@ -22,17 +22,23 @@ DEV_CLIPS = ["grid/lbbc2a.mpg", "grid/lrwp9a.mpg", "grid/sbwe5n.mpg",
              "talking_heads_2/RD_Radio34_000.mp4"]
 
 
+#: options added to every :func:`run_separate` (``--separate-options`` of :func:`bench_main`,
+#: e.g. ``--weights runs/x/best.pt`` to score a candidate network)
+SEPARATE_OPTIONS: list[str] = []
+
+
 def run_separate(input_path: Path, outdir: Path, *options: str
                  ) -> tuple[subprocess.CompletedProcess, float]:
-    """``avsplit separate INPUT -o OUTDIR -q OPTIONS...`` in its own process (start-up
-    included, as a user's script would see it).
+    """``avsplit separate INPUT -o OUTDIR -q OPTIONS... SEPARATE_OPTIONS...`` in its own
+    process (start-up included, as a user's script would see it).
 
     Returns:
         ``(finished process with captured text output, wall time in seconds)``.
     """
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "avsplit.cli", "separate", str(input_path),
-                           "-o", str(outdir), "-q", *options], capture_output=True, text=True)
+                           "-o", str(outdir), "-q", *options, *SEPARATE_OPTIONS],
+                          capture_output=True, text=True)
     return proc, time.perf_counter() - t0
 
 
@@ -110,7 +116,10 @@ def bench_main(doc: str, script: str, section: str, title: str, run, table,
     parser.add_argument("--json-in", type=Path, default=None, help="score an earlier run's rows")
     parser.add_argument("--write", type=Path, default=None,
                         help=f"replace the {section} section of this markdown file")
+    parser.add_argument("--separate-options", default="",
+                        help="more `avsplit separate` options, e.g. '--weights runs/x/best.pt'")
     args = parser.parse_args()
+    SEPARATE_OPTIONS[:] = args.separate_options.split()
     if args.json_in:
         rows = json.loads(args.json_in.read_text())
     else:
