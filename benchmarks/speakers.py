@@ -55,7 +55,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from report import held_out_voice, product_masks, run_separate, write_section
+from report import SEPARATE_OPTIONS, held_out_voice, product_masks, run_separate, write_section
 import torch
 
 from avsplit import media
@@ -324,7 +324,11 @@ def main() -> None:
     parser.add_argument("--json-out", type=Path, default=None, help="write the rows here")
     parser.add_argument("--write", type=Path, default=None,
                         help="replace the speakers section of this markdown file (docs/benchmarks.md)")
+    parser.add_argument("--separate-options", default="",
+                        help="more `avsplit separate` options, e.g. '--weights runs/x/best.pt' "
+                             "(the ceilings stay the bundled separator's)")
     args = parser.parse_args()
+    SEPARATE_OPTIONS[:] = args.separate_options.split()
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
