@@ -508,7 +508,8 @@ def reseparate(network: Separator, wave: np.ndarray, labels: list[str], masks: n
     Args:
         network: the instrument network's :class:`avsplit.separator.Separator`.
         wave: ``[samples]`` float32 mono at the network's rate.
-        labels: the asked labels, one per row of ``masks`` (distinct).
+        labels: the asked labels, one per row of ``masks``; rows of one label share it (their
+            stem keeps what the network gives that label, whichever row it is).
         masks: ``[len(labels), bins, frames]`` on the network's STFT grid of ``wave``.
         power: exponent of the share (0: ``masks`` unchanged).
 
@@ -521,14 +522,15 @@ def reseparate(network: Separator, wave: np.ndarray, labels: list[str], masks: n
     """
     if power <= 0:
         return masks
-    for i in range(len(labels)):
+    distinct = list(dict.fromkeys(labels))
+    for i, label in enumerate(labels):
         stem = network.apply(wave[None], network.rate, masks[i:i + 1])[0, 0]
-        share = apply.limit_total(network.masks(stem, labels))
+        share = apply.limit_total(network.masks(stem, distinct))[distinct.index(label)]
         frames = min(share.shape[-1], masks.shape[-1])
         for f0 in range(0, frames, COMBINE_BLOCK):
             f1 = min(frames, f0 + COMBINE_BLOCK)
             masks[i, :, f0:f1] = (masks[i, :, f0:f1].astype(np.float32)
-                                  * share[i, :, f0:f1].astype(np.float32) ** power)
+                                  * share[:, f0:f1].astype(np.float32) ** power)
     return masks
 
 

@@ -343,3 +343,7 @@ def test_reseparation_takes_the_leak_out_of_each_stem():
         assert leak_after < 0.75 * leak_before  # interference down (the SIR side)
     same = reseparate(net, mix, ["cello", "flute"], masks.astype(np.float32).copy(), 0.0)
     assert np.array_equal(same, masks.astype(np.float32))
+    # two rows of one label: each keeps the label's whole share, not half of it
+    twice = reseparate(net, mix, ["cello", "cello"], np.repeat(masks[:1], 2, 0).astype(np.float32), 1.0)
+    once = reseparate(net, mix, ["cello"], masks[:1].astype(np.float32).copy(), 1.0)
+    assert np.allclose(twice[0], once[0], atol=1e-3) and np.allclose(twice[1], once[0], atol=1e-3)
