@@ -180,11 +180,12 @@ def slot_envelopes(wave: np.ndarray, masks: np.ndarray, slots: list[int], n_fft:
     Args:
         wave: ``[samples]`` float32 mono at ``rate`` (the model's rate); masks: its masks.
         slots: which mask rows to render.
-        envelope: ``(wave, rate) -> (env [N], times [N])`` with one value per ``env_hop``
-            samples starting at sample 0 (:func:`avsplit.synchrony.speech_envelope`).
+        envelope: ``(wave, rate) -> (env [..., N], times [N])`` with one value per ``env_hop``
+            samples starting at sample 0 (:func:`avsplit.synchrony.speech_envelope`, or
+            :func:`avsplit.synchrony.voice_envelopes` for two envelopes from one render).
 
     Returns:
-        ``(envelopes [len(slots), N] float64, times [N] seconds)`` as the envelope of each
+        ``(envelopes [len(slots), ..., N] float64, times [N] seconds)`` as the envelope of each
         whole separated waveform would give (up to float error).
     """
     step = hop * env_hop // math.gcd(hop, env_hop)
@@ -204,9 +205,9 @@ def slot_envelopes(wave: np.ndarray, masks: np.ndarray, slots: list[int], n_fft:
         rows = [envelope(w, rate) for w in waves]
         t = rows[0][1] + r0 / rate
         keep = (t >= s0 / rate - 1e-9) & (t < s1 / rate - 1e-9)
-        envs.append(np.stack([r[0][keep] for r in rows]))
+        envs.append(np.stack([r[0][..., keep] for r in rows]))
         times.append(t[keep])
-    return np.concatenate(envs, axis=1), np.concatenate(times)
+    return np.concatenate(envs, axis=-1), np.concatenate(times)
 
 
 def limit_total(masks: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ from scipy.optimize import linear_sum_assignment
 from avsplit.structures import VisualTrack
 from avsplit.synchrony import (ENV_HOP_S, ENV_WIN_S, NATURAL_LAG_S, band_envelope, grid_times,
                                heard_signal, lag_curve, mouth_movement, rate_of_change,
-                               speech_envelope)
+                               speech_envelope, voice_envelopes)
 
 __all__ = ["ENV_HOP_S", "ENV_WIN_S", "NATURAL_LAG_S", "SyncScore", "Assignment", "speech_envelope",
            "sync_score", "associate", "sync_matrix", "decide", "associate_envelopes",
@@ -154,15 +154,19 @@ def sync_score(wave: np.ndarray, rate: int, track: VisualTrack, lags_s: np.ndarr
         i = int(np.argmax(r - penalty))
         return float(r[i] - penalty[i]), float(lags_s[i])
 
+    r, lag, z = _against_shifts(best_r, duration, n_null)
+    return SyncScore(track.track_id, r, lag, z, int(len(act)))
+
+
+def _against_shifts(best_r, duration: float, n_null: int) -> tuple[float, float, float]:
+    """``(r, lag_s, z)``: ``best_r(shift_s) -> (r, lag_s)`` unshifted, read as a z-score against
+    ``n_null`` circular shifts of the audio by 1 s or more (which break true synchrony):
+    ``(r - mean_null) / (std_null + 0.05)``; a null of ``[0, 0.3]`` for clips under 2 s."""
     r, lag = best_r(0.0)
     span = duration - 2.0
-    null = []
-    if span > 0:
-        for shift in 1.0 + span * (np.arange(n_null) + 0.5) / n_null:
-            null.append(best_r(shift)[0])
-    null = np.array(null) if null else np.array([0.0, 0.3])
-    z = (r - null.mean()) / (null.std() + 0.05)
-    return SyncScore(track.track_id, r, lag, float(z), int(len(act)))
+    null = np.array([best_r(shift)[0] for shift in 1.0 + span * (np.arange(n_null) + 0.5) / n_null]
+                    if span > 0 else [0.0, 0.3])
+    return r, lag, float((r - null.mean()) / (null.std() + 0.05))
 
 
 def lips_score(envelope: tuple[np.ndarray, np.ndarray], track: VisualTrack,
@@ -174,8 +178,8 @@ def lips_score(envelope: tuple[np.ndarray, np.ndarray], track: VisualTrack,
     best; Grant & Seitz, 2000), each moment weighted by how much the mouth moves or the voice
     sounds, so a voice heard while the mouth is still counts against it. Its best lag within
     ``NATURAL_LAG_S ± lag_window_s`` (no offset search: the clip is taken to be in sync) is read
-    as a z-score against the same statistic on circularly shifted audio, as in
-    :func:`sync_score`, so that the thresholds of :func:`decide` mean the same on both cues.
+    as a z-score against the same statistic on circularly shifted audio (:func:`_against_shifts`,
+    as in :func:`sync_score`), so that the thresholds of :func:`decide` mean the same on both cues.
     Fine timing only: unlike :func:`sync_score` it is not fooled by a voice that merely talks
     in the same stretches as the face.
 
@@ -200,30 +204,27 @@ def lips_score(envelope: tuple[np.ndarray, np.ndarray], track: VisualTrack,
     heard, sounding = heard_signal(envelope, grid, False)
     max_lag = abs(NATURAL_LAG_S) + lag_window_s
 
-    def best(shift: int) -> tuple[float, float]:
-        curve = lag_curve(jaw_change, valid, moving, np.roll(heard, -shift),
-                          np.roll(sounding, -shift), "lips", int(track.track_id), max_lag)
+    def best_r(shift: float) -> tuple[float, float]:
+        k = int(round(shift / ENV_HOP_S))
+        curve = lag_curve(jaw_change, valid, moving, np.roll(heard, -k), np.roll(sounding, -k),
+                          "lips", int(track.track_id), max_lag)
         near = np.abs(curve.lags_s - NATURAL_LAG_S) <= lag_window_s + 1e-9
         i = int(np.argmax(np.where(near, curve.r, -np.inf)))
         return float(curve.r[i]), float(curve.lags_s[i])
 
-    r, lag = best(0)
-    span = duration - 2.0
-    null = np.array([best(int(round(shift / ENV_HOP_S)))[0] for shift in
-                     1.0 + span * (np.arange(n_null) + 0.5) / n_null] if span > 0 else [0.0, 0.3])
-    z = (r - null.mean()) / (null.std() + 0.05)
-    return SyncScore(track.track_id, r, lag, float(z), seen, "lips")
+    r, lag, z = _against_shifts(best_r, duration, n_null)
+    return SyncScore(track.track_id, r, lag, z, seen, "lips")
 
 
 def associate(sources: np.ndarray, rate: int, tracks: list[VisualTrack], **thresholds
               ) -> list[Assignment]:
     """:func:`associate_envelopes` of waveforms ``[K, samples]`` float32 mono at ``rate`` Hz."""
-    envs = [speech_envelope(s, rate) for s in sources]
-    if not envs:
+    if not len(sources):
         return []
-    lips = np.stack([band_envelope(s, rate)[0][: len(envs[0][0])] for s in sources])
-    return associate_envelopes(np.stack([e for e, _ in envs]), envs[0][1], tracks,
-                               lips_envelopes=lips, **thresholds)
+    rows = [voice_envelopes(s, rate) for s in sources]
+    envs = np.stack([e for e, _ in rows])  # [K, 2, N]: levels and the lips cue
+    return associate_envelopes(envs[:, 0], rows[0][1], tracks, lips_envelopes=envs[:, 1],
+                               **thresholds)
 
 
 def sync_matrix(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[VisualTrack],

@@ -100,6 +100,14 @@ def band_envelope(wave: np.ndarray, rate: int, band_hz: tuple[float, float] = LI
     return env, centres / rate
 
 
+def voice_envelopes(wave: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """Both cues' envelopes of one voice on one time axis: ``([2, N] float64, times [N] s)``,
+    row 0 :func:`speech_envelope` (the association's levels), row 1 :func:`band_envelope`
+    (the lips cue, :data:`LIPS_BAND_HZ`), so a separated voice is rendered once for both."""
+    level, times = speech_envelope(wave, rate)
+    return np.stack([level, band_envelope(wave, rate)[0]]), times
+
+
 @dataclass
 class LagCurve:
     """Correlation of a seen and a heard signal over audio lags.

@@ -321,7 +321,7 @@ def learned_nmf_estimates(model, nmf_sep, mix: np.ndarray, rate: int, labels: li
         m_nmf = masks[nmf_kind(rule)]
         est = m_nmf if rule is None else combine_masks(net, m_nmf, rule, power)
         if m == "combined":  # what --separator combined does: the product, re-separated
-            est = reseparate(model, mono, labels, est.copy(), RESEPARATION_POWER)
+            est = reseparate(model, mono, labels, est, RESEPARATION_POWER)
         out[m] = model.apply(mix[None], rate, est)[:, 0]
     return out
 

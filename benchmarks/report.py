@@ -27,6 +27,13 @@ DEV_CLIPS = ["grid/lbbc2a.mpg", "grid/lrwp9a.mpg", "grid/sbwe5n.mpg",
 SEPARATE_OPTIONS: list[str] = []
 
 
+def add_separate_options(parser) -> None:
+    """``--separate-options``: more ``avsplit separate`` options for every
+    :func:`run_separate` (the caller puts their ``.split()`` into :data:`SEPARATE_OPTIONS`)."""
+    parser.add_argument("--separate-options", default="",
+                        help="more `avsplit separate` options, e.g. '--weights runs/x/best.pt'")
+
+
 def run_separate(input_path: Path, outdir: Path, *options: str
                  ) -> tuple[subprocess.CompletedProcess, float]:
     """``avsplit separate INPUT -o OUTDIR -q OPTIONS... SEPARATE_OPTIONS...`` in its own
@@ -116,8 +123,7 @@ def bench_main(doc: str, script: str, section: str, title: str, run, table,
     parser.add_argument("--json-in", type=Path, default=None, help="score an earlier run's rows")
     parser.add_argument("--write", type=Path, default=None,
                         help=f"replace the {section} section of this markdown file")
-    parser.add_argument("--separate-options", default="",
-                        help="more `avsplit separate` options, e.g. '--weights runs/x/best.pt'")
+    add_separate_options(parser)
     args = parser.parse_args()
     SEPARATE_OPTIONS[:] = args.separate_options.split()
     if args.json_in:

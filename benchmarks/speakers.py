@@ -55,7 +55,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from report import SEPARATE_OPTIONS, held_out_voice, product_masks, run_separate, write_section
+from report import (SEPARATE_OPTIONS, add_separate_options, held_out_voice, product_masks,
+                    run_separate, write_section)
 import torch
 
 from avsplit import media
@@ -324,9 +325,7 @@ def main() -> None:
     parser.add_argument("--json-out", type=Path, default=None, help="write the rows here")
     parser.add_argument("--write", type=Path, default=None,
                         help="replace the speakers section of this markdown file (docs/benchmarks.md)")
-    parser.add_argument("--separate-options", default="",
-                        help="more `avsplit separate` options, e.g. '--weights runs/x/best.pt' "
-                             "(the ceilings stay the bundled separator's)")
+    add_separate_options(parser)  # the ceilings stay the bundled separator's
     args = parser.parse_args()
     SEPARATE_OPTIONS[:] = args.separate_options.split()
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]

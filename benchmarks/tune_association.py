@@ -44,11 +44,11 @@ from speakers import RATE, _rms, _side_by_side, _voice
 
 from avsplit import media
 from avsplit.apply import slot_envelopes
-from avsplit.associate import (ENV_HOP_S, band_envelope, decide, mouth_moves, speech_envelope,
-                               sync_matrix)
+from avsplit.associate import ENV_HOP_S, decide, mouth_moves, sync_matrix
 from avsplit.audio import si_sdr
 from avsplit.clip import Clip
 from avsplit.engine import Engine
+from avsplit.synchrony import voice_envelopes
 
 ENGINE = Engine("cpu")
 # two dev clips of different people each (GRID talkers differ; CREMA-D is one actor)
@@ -70,12 +70,9 @@ def _candidates(mix: np.ndarray, separator
     masks = product_masks(ENGINE, separator, mix)
     k = masks.shape[0] - 1
     waves = separator.apply(mix[None], RATE, masks)[:k, 0]
-    hop = int(round(ENV_HOP_S * RATE))
     envs, env_t = slot_envelopes(mix, masks, list(range(k)), separator.n_fft, separator.hop,
-                                 RATE, speech_envelope, hop)
-    lips = slot_envelopes(mix, masks, list(range(k)), separator.n_fft, separator.hop, RATE,
-                          band_envelope, hop)[0][:, : envs.shape[1]]
-    return waves, envs, lips, env_t
+                                 RATE, voice_envelopes, int(round(ENV_HOP_S * RATE)))
+    return waves, envs[:, 0], envs[:, 1], env_t
 
 
 def _tracks(video: Path):

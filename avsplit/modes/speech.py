@@ -2,9 +2,10 @@
 
 Flow for one clip: the speech separator's masks over the clip's 16 kHz mono
 (:meth:`avsplit.separator.Separator.masks`), refined by the pretrained speech enhancer (DTLN)
-for speech vs background (:func:`refine_speech_masks`), the RMS envelope of every separated voice
-(rendered block by block, never held whole), the clip's face tracks from the engine, and the
-audio-visual association (:func:`avsplit.associate.associate_envelopes`). The plan says which
+for speech vs background (:func:`refine_speech_masks`), the clip's face tracks from the engine,
+the RMS envelope of every separated voice (rendered block by block, never held whole; with one
+face also its 1-3 kHz envelope for the lips cue, from the same render), and the audio-visual
+association (:func:`avsplit.associate.associate_envelopes`). The plan says which
 slots make which stem; :mod:`avsplit.separate` renders and writes it.
 
 Decisions are taken per sliding window (:func:`avsplit.associate.associate_windows`, 20 s
@@ -24,7 +25,7 @@ import numpy as np
 from avsplit.apply import chunk_stft, slot_envelopes
 from avsplit.audio import stft_frame_times
 from avsplit.associate import (ENV_HOP_S, Assignment, associate_envelopes, associate_windows,
-                               band_envelope, frame_weights, speech_envelope)
+                               frame_weights, speech_envelope)
 from avsplit.clip import Clip
 from avsplit.engine import Engine
 from avsplit.events import speech_events
@@ -32,6 +33,7 @@ from avsplit.models.enhancer import SpeechEnhancer
 from avsplit.modes.plan import Plan, SeparateOptions, track_entry
 from avsplit.progress import Progress
 from avsplit.results import Stem
+from avsplit.synchrony import voice_envelopes
 
 # manifest notes of the weak-evidence rules of avsplit.associate (an Assignment's evidence other
 # than "sync"), in the order they are listed; {face}, {n} windows of {windows}
@@ -108,16 +110,17 @@ def plan(clip: Clip, engine: Engine, options: SeparateOptions, progress: Progres
         step(1)
         models += enhancer.model_id
     k = masks.shape[0] - 1  # voice candidates; the last row is the background
-    env_hop = int(round(ENV_HOP_S * rate))
-    envs, env_t = slot_envelopes(mono, masks, list(range(k + 1)), separator.n_fft, separator.hop,
-                                 rate, speech_envelope, env_hop)
-    envs, background = envs[:k], envs[k]  # the background slot only goes on the timeline
     tracks = engine.face_tracks(clip, progress)
+    # one face and two or more voices: the one-face rule of avsplit.associate.decide also needs
+    # the lips cue's envelopes, taken from the same render of each voice
+    one_face = len(tracks) == 1 and k >= 2
+    envs, env_t = slot_envelopes(mono, masks, list(range(k + 1)), separator.n_fft, separator.hop,
+                                 rate, voice_envelopes if one_face else speech_envelope,
+                                 int(round(ENV_HOP_S * rate)))
+    lips = envs[:k, 1] if one_face else None
+    envs = envs[:, 0] if one_face else envs
+    envs, background = envs[:k], envs[k]  # the background slot only goes on the timeline
     step = progress.stage("matching voices to faces", 1)
-    lips = None
-    if len(tracks) == 1 and k >= 2:  # the one-face rule of avsplit.associate.decide
-        lips = slot_envelopes(mono, masks, list(range(k)), separator.n_fft, separator.hop, rate,
-                              band_envelope, env_hop)[0][:, : envs.shape[1]]
     # the whole clip, for the manifest
     assignments = associate_envelopes(envs, env_t, tracks, lips_envelopes=lips)
     windows = associate_windows(envs, env_t, tracks, lips_envelopes=lips)
