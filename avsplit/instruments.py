@@ -42,6 +42,20 @@ FAMILIES = (
     ("trumpet", "trombone", "french_horn", "tuba"),
     ("flute", "oboe", "clarinet", "saxophone", "bassoon"),
 )
+#: Instruments the picture cannot name because its ImageNet classifier has no class for them
+#: (:attr:`avsplit.labels.Instrument.imagenet` empty), each under the class it is seen as: a
+#: xylophone is seen as a marimba, a clarinet as an oboe, a tuba as a French horn or trombone,
+#: a viola as a violin, a double bass as a cello. However sure the picture is of the seen
+#: label, that is no evidence against the look-alike, so the audio may rename it at any
+#: visual confidence (:func:`plan_instrument_stems`).
+LOOK_ALIKES = {
+    "marimba": ("xylophone",),
+    "oboe": ("clarinet",),
+    "french_horn": ("tuba",),
+    "trombone": ("tuba",),
+    "violin": ("viola",),
+    "cello": ("double_bass",),
+}
 
 
 @dataclass
@@ -135,10 +149,12 @@ def plan_instrument_stems(detections, heard: dict[str, float] | None,
     and ``F`` the label's family (:data:`FAMILIES`: guitar/banjo, keyboards, bowed strings,
     brass, woodwinds):
 
-    * a sure detection (confidence >= ``sure_from``) keeps its label, unless the picture is
-      below :data:`RELABEL_BELOW`, the label is not heard (< :data:`NOT_HEARD`) and a relative
-      in ``F`` is (>= :data:`HEARD`): then it becomes that relative (a keyboard that looks like
-      a marimba and sounds like a piano);
+    * a sure detection (confidence >= ``sure_from``) keeps its label, unless the label is not
+      heard (< :data:`NOT_HEARD`) and a relative is (>= :data:`HEARD`): then it becomes that
+      relative. Below :data:`RELABEL_BELOW` any relative in ``F`` counts (a keyboard that
+      looks like a marimba and sounds like a piano); at any confidence, a look-alike that the
+      picture cannot name (:data:`LOOK_ALIKES`: a marimba that sounds like a xylophone, an
+      oboe that sounds like a clarinet);
     * a candidate (confidence < ``sure_from``) is kept only when the tagger hears that very
       label (>= :data:`HEARD`), and only once per label (a stronger detection of it wins): two
       weak guesses, one per sense, must agree. A weak picture is not relabelled to a heard
@@ -165,9 +181,11 @@ def plan_instrument_stems(detections, heard: dict[str, float] | None,
     for det in sorted(detections, key=lambda d: -d.confidence):
         label, relabelled, confirmed = det.label, None, False
         if det.confidence >= sure_from:
-            if heard and det.confidence < RELABEL_BELOW and heard.get(label, 0.0) < NOT_HEARD:
-                family = next((f for f in FAMILIES if label in f), (label,))
-                best = max(family, key=lambda lab: heard.get(lab, 0.0))
+            if heard and heard.get(label, 0.0) < NOT_HEARD:
+                relatives = LOOK_ALIKES.get(label, ())
+                if det.confidence < RELABEL_BELOW:
+                    relatives += next((f for f in FAMILIES if label in f), ())
+                best = max(relatives, key=lambda lab: heard.get(lab, 0.0), default=label)
                 if heard.get(best, 0.0) >= HEARD:
                     label, relabelled = best, det.label
         else:

@@ -394,3 +394,24 @@ def test_unsure_picture_candidates_are_kept_only_when_heard():
     assert stems[0].label == "piano" and stems[0].relabelled_from == "marimba"
     stems, _ = plan_instrument_stems([_det("marimba", 0, 0.6)], {"marimba": 0.05, "piano": 0.8})
     assert stems[0].label == "marimba"
+
+
+def test_a_look_alike_the_picture_cannot_name_is_settled_by_the_audio_at_any_confidence():
+    from avsplit.instruments import FAMILIES, LOOK_ALIKES, plan_instrument_stems
+    from avsplit.labels import BY_LABEL
+
+    # a xylophone, which ImageNet can only call a marimba, seen surely and heard clearly
+    stems, labels = plan_instrument_stems([_det("marimba", 0, 0.9)],
+                                          {"marimba": 0.05, "xylophone": 0.8, "piano": 0.9})
+    assert labels == ["xylophone"] and stems[0].relabelled_from == "marimba"
+    # no rename when the seen label is heard too, or the look-alike is not heard enough
+    assert plan_instrument_stems([_det("violin", 0, 0.9)], {"violin": 0.3, "viola": 0.9}
+                                 )[1] == ["violin"]
+    assert plan_instrument_stems([_det("oboe", 0, 0.9)], {"oboe": 0.05, "clarinet": 0.4}
+                                 )[1] == ["oboe"]
+    # the table: each look-alike has no ImageNet class, the seen label has one, same family
+    for seen, alikes in LOOK_ALIKES.items():
+        assert BY_LABEL[seen].imagenet
+        for lab in alikes:
+            assert not BY_LABEL[lab].imagenet
+            assert any(seen in f and lab in f for f in FAMILIES)
