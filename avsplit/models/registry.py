@@ -46,7 +46,7 @@ MODELS: dict[str, ModelEntry] = {
     m.name: m
     for m in [
         ModelEntry("speech-blstm", "speech_blstm.pt",
-                   "6038bc4505b7f6fc0485d51b5f2580e154c4730e2a87fabc4db74c6ccdced8f2",
+                   "09b0071ab00d71bceb52e4d9c49aa7f46860072057c66a43488deb52b28471b9",
                    "speech separation: 2 voices + background (uPIT BLSTM masks, thresholded-SNR PIT, 16 kHz)",
                    16000, "MIT (trained by avsplit)",
                    "python -m avsplit.train speech --data ../shared/data",
