@@ -48,7 +48,7 @@ FAMILIES = (
 #: a viola as a violin, a double bass as a cello. However sure the picture is of the seen
 #: label, that is no evidence against the look-alike, so the audio may rename it at any
 #: visual confidence (:func:`plan_instrument_stems`).
-LOOK_ALIKES = {
+LOOK_ALIKES: dict[str, tuple[str, ...]] = {
     "marimba": ("xylophone",),
     "oboe": ("clarinet",),
     "french_horn": ("tuba",),
