@@ -221,10 +221,14 @@ def associate(sources: np.ndarray, rate: int, tracks: list[VisualTrack], **thres
     """:func:`associate_envelopes` of waveforms ``[K, samples]`` float32 mono at ``rate`` Hz."""
     if not len(sources):
         return []
-    rows = [voice_envelopes(s, rate) for s in sources]
-    envs = np.stack([e for e, _ in rows])  # [K, 2, N]: levels and the lips cue
-    return associate_envelopes(envs[:, 0], rows[0][1], tracks, lips_envelopes=envs[:, 1],
-                               **thresholds)
+    one_face = len(tracks) == 1  # the lips cue is read with one face only (sync_matrix)
+    rows = [(voice_envelopes if one_face else speech_envelope)(s, rate) for s in sources]
+    envs = np.stack([e for e, _ in rows])  # [K, N], or [K, 2, N]: levels and the lips cue
+    if one_face:
+        envs, lips = envs[:, 0], envs[:, 1]
+    else:
+        lips = None
+    return associate_envelopes(envs, rows[0][1], tracks, lips_envelopes=lips, **thresholds)
 
 
 def sync_matrix(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[VisualTrack],

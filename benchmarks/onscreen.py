@@ -31,7 +31,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from report import DEV_CLIPS, held_out_noise, held_out_voice, product_masks, run_separate, write_section
+from report import (DEV_CLIPS, SEPARATE_OPTIONS, held_out_noise, held_out_voice, parse_args,
+                    product_masks, run_separate, write_section)
 import torch
 
 from avsplit import media
@@ -39,7 +40,6 @@ from avsplit.audio import istft, si_sdr, stft
 from avsplit.engine import Engine
 
 ENGINE = Engine("cpu")
-EXTRA_OPTIONS: list[str] = []  # more `avsplit separate` options (--separate-options)
 CLIP_GLOBS = ["crema_d/*.flv", "grid/*.mpg", "talking_heads/*.mp4", "talking_heads_2/*.mp4",
               "noisy_restaurant/*.mp4", "interview_2spk/*.mp4"]
 
@@ -64,7 +64,7 @@ def _interferer(kind: str, i: int, length: int, rate: int, data: Path) -> np.nda
 def _oracle_and_baselines(own: np.ndarray, mix: np.ndarray, rate: int, model) -> dict:
     """SI-SDR (dB, mono) of the oracle slot assignment, loudest-voice baseline and IRM."""
     mono = model.mono(mix, rate)
-    masks = model.masks(mono) if "--no-enhance" in EXTRA_OPTIONS else product_masks(ENGINE, model, mono)
+    masks = model.masks(mono) if "--no-enhance" in SEPARATE_OPTIONS else product_masks(ENGINE, model, mono)
     k = masks.shape[0] - 1  # voice candidates (the product: every separator slot x speech mask)
     slot_stems = model.apply(mix[None], rate, masks)[:, 0]  # [slots, S]
     best = -np.inf
@@ -105,8 +105,7 @@ def run(data: Path, work: Path, kinds: list[str], limit: int | None) -> list[dic
             # the remuxed AAC is what the CLI sees; take it as the mixture reference
             coded, _ = media.load_audio(video)
             n = min(coded.shape[1], len(own))
-            proc, wall = run_separate(video, work / "out", "--no-video", "--json", "--device", "cpu",
-                                      *EXTRA_OPTIONS)
+            proc, wall = run_separate(video, work / "out", "--no-video", "--json", "--device", "cpu")
             if proc.returncode != 0:
                 rows.append({"clip": clip.name, "kind": kind, "error": proc.stderr.strip()[-300:]})
                 continue
@@ -163,10 +162,7 @@ def main() -> None:
     parser.add_argument("--json-out", type=Path, default=None, help="write per-clip rows here")
     parser.add_argument("--write", type=Path, default=None,
                         help="replace the on-screen section of this markdown file (docs/benchmarks.md)")
-    parser.add_argument("--separate-options", default="",
-                        help="extra options for avsplit separate, e.g. '--no-enhance'")
-    args = parser.parse_args()
-    EXTRA_OPTIONS.extend(args.separate_options.split())
+    args = parse_args(parser)  # and --separate-options
     with tempfile.TemporaryDirectory() as tmp:
         rows = run(args.data, Path(tmp), args.kinds.split(","), args.limit)
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024

@@ -22,16 +22,20 @@ DEV_CLIPS = ["grid/lbbc2a.mpg", "grid/lrwp9a.mpg", "grid/sbwe5n.mpg",
              "talking_heads_2/RD_Radio34_000.mp4"]
 
 
-#: options added to every :func:`run_separate` (``--separate-options`` of :func:`bench_main`,
-#: e.g. ``--weights runs/x/best.pt`` to score a candidate network)
+#: options added to every :func:`run_separate` (``--separate-options``, see
+#: :func:`parse_args`; e.g. ``--weights runs/x/best.pt`` to score a candidate network)
 SEPARATE_OPTIONS: list[str] = []
 
 
-def add_separate_options(parser) -> None:
-    """``--separate-options``: more ``avsplit separate`` options for every
-    :func:`run_separate` (the caller puts their ``.split()`` into :data:`SEPARATE_OPTIONS`)."""
+def parse_args(parser):
+    """``parser.parse_args()`` with ``--separate-options`` added: more ``avsplit separate``
+    options for every :func:`run_separate` of this run (put into :data:`SEPARATE_OPTIONS`)."""
     parser.add_argument("--separate-options", default="",
-                        help="more `avsplit separate` options, e.g. '--weights runs/x/best.pt'")
+                        help="more `avsplit separate` options, e.g. '--weights runs/x/best.pt' "
+                             "or '--no-enhance'")
+    args = parser.parse_args()
+    SEPARATE_OPTIONS[:] = args.separate_options.split()
+    return args
 
 
 def run_separate(input_path: Path, outdir: Path, *options: str
@@ -123,9 +127,7 @@ def bench_main(doc: str, script: str, section: str, title: str, run, table,
     parser.add_argument("--json-in", type=Path, default=None, help="score an earlier run's rows")
     parser.add_argument("--write", type=Path, default=None,
                         help=f"replace the {section} section of this markdown file")
-    add_separate_options(parser)
-    args = parser.parse_args()
-    SEPARATE_OPTIONS[:] = args.separate_options.split()
+    args = parse_args(parser)
     if args.json_in:
         rows = json.loads(args.json_in.read_text())
     else:

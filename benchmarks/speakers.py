@@ -55,8 +55,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from report import (SEPARATE_OPTIONS, add_separate_options, held_out_voice, product_masks,
-                    run_separate, write_section)
+from report import held_out_voice, parse_args, product_masks, run_separate, write_section
 import torch
 
 from avsplit import media
@@ -325,9 +324,7 @@ def main() -> None:
     parser.add_argument("--json-out", type=Path, default=None, help="write the rows here")
     parser.add_argument("--write", type=Path, default=None,
                         help="replace the speakers section of this markdown file (docs/benchmarks.md)")
-    add_separate_options(parser)  # the ceilings stay the bundled separator's
-    args = parser.parse_args()
-    SEPARATE_OPTIONS[:] = args.separate_options.split()
+    args = parse_args(parser)  # --separate-options: the ceilings stay the bundled separator's
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:

@@ -117,8 +117,10 @@ def plan(clip: Clip, engine: Engine, options: SeparateOptions, progress: Progres
     envs, env_t = slot_envelopes(mono, masks, list(range(k + 1)), separator.n_fft, separator.hop,
                                  rate, voice_envelopes if one_face else speech_envelope,
                                  int(round(ENV_HOP_S * rate)))
-    lips = envs[:k, 1] if one_face else None
-    envs = envs[:, 0] if one_face else envs
+    if one_face:
+        envs, lips = envs[:, 0], envs[:k, 1]
+    else:
+        lips = None
     envs, background = envs[:k], envs[k]  # the background slot only goes on the timeline
     step = progress.stage("matching voices to faces", 1)
     # the whole clip, for the manifest
