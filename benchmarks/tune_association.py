@@ -48,6 +48,7 @@ from avsplit.associate import ENV_HOP_S, decide, mouth_moves, sync_matrix
 from avsplit.audio import si_sdr
 from avsplit.clip import Clip
 from avsplit.engine import Engine
+from avsplit.modes.speech import speech_network
 from avsplit.synchrony import voice_envelopes
 
 ENGINE = Engine("cpu")
@@ -83,9 +84,12 @@ def _tracks(video: Path):
 def build(data: Path, voices: int, noises: int, work: Path, clips: list[str] = DEV_CLIPS,
           pairs: list[tuple[str, str]] = DEV_PAIRS, separator=None, seed: int = 500) -> list[dict]:
     """Examples on ``clips`` and side-by-side ``pairs`` (default: the development ones), each
-    with the product's voice candidates (``separator``: default the bundled speech separator),
+    with the product's voice candidates (``separator``: default the bundled speech network the
+    CLI picks for the example's number of faces, :func:`avsplit.modes.speech.speech_network`),
     references, face tracks and synchrony scores. Interferer seeds start at ``seed``."""
-    separator = separator or ENGINE.separator("speech-blstm")
+    def network(tracks):
+        return separator or ENGINE.separator(speech_network(len(tracks)))
+
     speech = data / "av" / "speech"
     examples = []
     for c, rel in enumerate(clips):
@@ -102,7 +106,7 @@ def build(data: Path, voices: int, noises: int, work: Path, clips: list[str] = D
             y = y * (_rms(own) / _rms(y))
             mix = own + y
             g = 0.9 / np.abs(mix).max() if np.abs(mix).max() > 0.9 else 1.0
-            waves, envs, lips, env_t = _candidates(mix * g, separator)
+            waves, envs, lips, env_t = _candidates(mix * g, network(tracks))
             level, scores = sync_matrix(envs, env_t, tracks, silence_db=-200.0, lips_envelopes=lips)
             examples.append({"mode": "onscreen", "kind": kind, "clip": rel, "mix": mix * g,
                              "refs": [own * g, y * g], "waves": waves, "level": level,
@@ -131,7 +135,7 @@ def build(data: Path, voices: int, noises: int, work: Path, clips: list[str] = D
             off = off * (_rms(va) / _rms(off)) if with_off else off
             mix = va + vb + off
             g = 0.9 / np.abs(mix).max() if np.abs(mix).max() > 0.9 else 1.0
-            waves, envs, lips, env_t = _candidates(mix * g, separator)
+            waves, envs, lips, env_t = _candidates(mix * g, network(tracks))
             level, scores = sync_matrix(envs, env_t, tracks, silence_db=-200.0, lips_envelopes=lips)
             examples.append({"mode": "speakers", "kind": "2v+off" if with_off else "2v",
                              "clip": f"{a} | {b}", "mix": mix * g, "refs": [va * g, vb * g],
@@ -221,7 +225,8 @@ def main() -> None:
     else:
         with tempfile.TemporaryDirectory() as tmp:
             examples = build(args.data, args.voices, args.noises, Path(tmp),
-                             separator=ENGINE.separator("speech-blstm", args.weights))
+                             separator=ENGINE.separator("speech-blstm", args.weights)
+                             if args.weights else None)
         if args.examples is not None:
             args.examples.write_bytes(pickle.dumps(examples))
     from avsplit import associate as A

@@ -95,8 +95,11 @@ class IdealRatioNetwork(torch.nn.Module):
 def _run(clip_path, tracker, tmp_path, mode="onscreen", voices=None, **kw):
     engine = Engine("cpu", face_tracker=tracker)
     if voices is not None:
-        engine.use_separator("speech-blstm", Separator(IdealRatioNetwork(*voices),
-                                                       {"name": "ideal", "file": "-", "sha256": "-"}))
+        # the stand-in serves both speech networks; its name says which one the scene chose
+        for name in ("speech-blstm", "speech-blstm-turns"):
+            engine.use_separator(name, Separator(IdealRatioNetwork(*voices),
+                                                 {"name": f"ideal for {name}", "file": "-",
+                                                  "sha256": "-"}))
     with Clip(clip_path) as clip:
         return separate_clip(clip, engine, SeparateOptions(mode=mode, **kw), tmp_path)
 
@@ -125,6 +128,8 @@ def test_a_face_in_sync_with_one_voice_gets_that_voice_onscreen(two_voices, tmp_
     assert si_sdr(off, b48) > si_sdr(mix, b48) + 6.0
     assert [s["onscreen"] for s in manifest["sources"]].count(True) >= 1
     assert all(f["track_ids"] == [0] for f in manifest["files"] if f["stem"] == "onscreen")
+    # one face on screen: the network trained on turn-taking voices separated it
+    assert manifest["models"][0]["name"] == "ideal for speech-blstm-turns"
 
 
 def test_speakers_mode_gives_each_face_its_voice_and_flags_a_silent_face(two_voices, tmp_path):
@@ -143,6 +148,7 @@ def test_speakers_mode_gives_each_face_its_voice_and_flags_a_silent_face(two_voi
     manifest = json.loads((folder / "manifest.json").read_text())
     stems = {s["name"]: s for s in manifest["stems"]}
     assert stems["speaker-1"]["silent"] is True and stems["speaker-0"]["silent"] is False
+    assert manifest["models"][0]["name"] == "ideal for speech-blstm"  # two faces
     info = media.probe(folder / "speaker-0.mp4")
     assert info.has_video and abs(info.duration - SECONDS) < 0.1
 

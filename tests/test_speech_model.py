@@ -22,9 +22,10 @@ def test_bundled_weights_match_their_registered_sha256():
         assert sha256_of(weights_path(entry.name, verify=False)) == entry.sha256
 
 
-def test_separator_output_is_closer_to_the_voice_than_the_mixture_is():
-    separator = Engine("cpu").separator("speech-blstm")
-    assert separator.model_id["sha256"] == MODELS["speech-blstm"].sha256
+@pytest.mark.parametrize("name", ["speech-blstm", "speech-blstm-turns"])
+def test_separator_output_is_closer_to_the_voice_than_the_mixture_is(name):
+    separator = Engine("cpu").separator(name)
+    assert separator.model_id["sha256"] == MODELS[name].sha256
     voice = voice_like(0)
     noise = np.random.default_rng(1).standard_normal(len(voice)).astype(np.float32)
     noise *= np.sqrt(np.mean(voice ** 2) / np.mean(noise ** 2))  # 0 dB

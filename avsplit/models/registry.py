@@ -51,6 +51,14 @@ MODELS: dict[str, ModelEntry] = {
                    16000, "MIT (trained by avsplit)",
                    "python -m avsplit.train speech --data ../shared/data",
                    "avsplit.models.speech:SpeechSeparator"),
+        ModelEntry("speech-blstm-turns", "speech_blstm_turns.pt",
+                   "6038bc4505b7f6fc0485d51b5f2580e154c4730e2a87fabc4db74c6ccdced8f2",
+                   "speech separation for one face on screen: speech-blstm fine-tuned on voices "
+                   "that take turns (4 s examples), so a slot keeps one talker across turns (16 kHz)",
+                   16000, "MIT (trained by avsplit)",
+                   "python -m avsplit.train speech --data ../shared/data --seconds 4 "
+                   "--init <speech-blstm's eighth stretch>",
+                   "avsplit.models.speech:SpeechSeparator"),
         ModelEntry("instrument-separator", "instrument_unet.pt",
                    "91e4654b25a2fde2cdb96fa8e816fa008edcfc44a3ec0db0937b68ef581a68f3",
                    "instrument separation: mixture + the labels in it -> one stem each + residual "

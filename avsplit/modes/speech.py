@@ -1,12 +1,13 @@
 """``--mode onscreen`` and ``--mode speakers``: voices matched to visible faces.
 
-Flow for one clip: the speech separator's masks over the clip's 16 kHz mono
+Flow for one clip: the clip's face tracks from the engine, whose number picks the speech
+network (:func:`speech_network`), that separator's masks over the clip's 16 kHz mono
 (:meth:`avsplit.separator.Separator.masks`), refined by the pretrained speech enhancer (DTLN)
-for speech vs background (:func:`refine_speech_masks`), the clip's face tracks from the engine,
-the RMS envelope of every separated voice (rendered block by block, never held whole; with one
-face also its 1-3 kHz envelope for the lips cue, from the same render), and the audio-visual
-association (:func:`avsplit.associate.associate_envelopes`). The plan says which
-slots make which stem; :mod:`avsplit.separate` renders and writes it.
+for speech vs background (:func:`refine_speech_masks`), the RMS envelope of every separated
+voice (rendered block by block, never held whole; with one face also its 1-3 kHz envelope for
+the lips cue, from the same render), and the audio-visual association
+(:func:`avsplit.associate.associate_envelopes`). The plan says which slots make which stem;
+:mod:`avsplit.separate` renders and writes it.
 
 Decisions are taken per sliding window (:func:`avsplit.associate.associate_windows`, 20 s
 windows every 10 s; one window for clips up to 30 s) and the stem weights follow them frame by
@@ -90,9 +91,26 @@ def refine_speech_masks(masks: np.ndarray, mono: np.ndarray, enhanced: np.ndarra
     return out
 
 
+def speech_network(faces: int) -> str:
+    """Registry name of the speech separator for a scene with ``faces`` face tracks.
+
+    One face: ``speech-blstm-turns``, trained on voices that take turns as well, which keeps
+    the face's own voice and an off-screen voice talking between its sentences in two slots
+    (the case of the event timeline and of ``onscreen`` with an off-screen talker). Otherwise
+    ``speech-blstm``, which tells two visible talkers apart better (``docs/benchmarks.md``,
+    speakers and events sections; the model cards in ``weights/README.md``).
+    """
+    return "speech-blstm-turns" if faces == 1 else "speech-blstm"
+
+
 def plan(clip: Clip, engine: Engine, options: SeparateOptions, progress: Progress) -> Plan:
-    """Separate the voices of ``clip``, match them to its faces and plan the stems."""
-    separator = engine.separator("speech-blstm", options.weights)
+    """Separate the voices of ``clip``, match them to its faces and plan the stems.
+
+    The faces are tracked first: their number picks the speech network
+    (:func:`speech_network`) unless ``options.weights`` names one.
+    """
+    tracks = engine.face_tracks(clip, progress)
+    separator = engine.separator(speech_network(len(tracks)), options.weights)
     rate = separator.rate
     mono = clip.mono(rate)
     allocate = clip.new_masks  # long inputs' masks go to disk: memory flat in the length
@@ -110,7 +128,6 @@ def plan(clip: Clip, engine: Engine, options: SeparateOptions, progress: Progres
         step(1)
         models += enhancer.model_id
     k = masks.shape[0] - 1  # voice candidates; the last row is the background
-    tracks = engine.face_tracks(clip, progress)
     # one face and two or more voices: the one-face rule of avsplit.associate.decide also needs
     # the lips cue's envelopes, taken from the same render of each voice
     one_face = len(tracks) == 1 and k >= 2
