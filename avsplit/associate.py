@@ -55,6 +55,10 @@ CONTRAST_Z = 1.0
 # sync` can (lips_score), read at lags NATURAL_LAG_S +- LIPS_LAG_S. On the development split
 # (benchmarks/tune_association.py, thresholds unchanged) the objective went 1.22 -> 1.54
 LIPS_LAG_S = 0.12
+# the split-voice rule (see decide): the one face on screen, moving, that took nothing takes the
+# two loudest real voices together when its lips follow their sum (z >= Z_BEST, r >= R_BEST): one
+# talker the separator split over two slots (speech_blstm_turns.pt does this at pauses)
+SPLIT_PAIR = 2
 
 
 @dataclass
@@ -98,7 +102,8 @@ class Assignment:
             ``"lone voice"`` (the only voice, given to the one talking face on weak synchrony;
             see :func:`decide`), ``"pairing"`` (a second talker's voice on weak synchrony, see
             :func:`decide`), ``"contrast"`` (a voice whose weak synchrony with a moving face
-            clearly leads every other voice's, see :func:`decide`), ``"held"`` (a pairing of
+            clearly leads every other voice's, see :func:`decide`), ``"split voice"`` (one of
+            two voices whose sum the face's lips follow, see :func:`decide`), ``"held"`` (a pairing of
             most windows, kept where a window's evidence dips: :func:`hold_over_time`); ``""``
             when off-screen.
     """
@@ -291,7 +296,8 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
            r_other: float = R_OTHER, silence_db: float = SILENCE_DB,
            moving: list[bool] | None = None, lone_db: float = LONE_DB,
            join_db: float = LONE_DB, pair_z: float = PAIR_Z,
-           contrast_z: float = CONTRAST_Z) -> list[Assignment]:
+           contrast_z: float = CONTRAST_Z,
+           split: tuple[tuple[int, ...], SyncScore] | None = None) -> list[Assignment]:
     """The association rule on precomputed :func:`sync_matrix` output (see
     :func:`associate_envelopes`); sources scored but quieter than ``silence_db`` are empty.
 
@@ -321,6 +327,12 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
     ``Z_LONE_MARGIN`` and is in better sync with this face than with any other: of two voices
     that take turns (a talker and an off-screen voice answering), the one the jaw follows.
     ``inf`` turns it off. Confidence is halved.
+
+    ``split`` (needs ``moving``; one face on screen): ``(sources, score)``, the lips score of
+    the sum of the loudest real voices (:func:`split_voice_score`). When the face moves and
+    took nothing by the rules above, those sources all go to it if the score clears ``z_best``
+    and ``r_best``: one talker the separator split over two slots, neither half of which
+    follows the lips alone. Confidence is halved.
 
     The one-face rule: with one face on screen, two or more real voices and every active
     score carrying its :func:`lips_score` (``SyncScore.lips``), all the rules above read the
@@ -378,6 +390,13 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
                 and all(scores[j][0].z <= s.z - Z_LONE_MARGIN for j in real if j != k)):
             matched[k] = s
             evidence[k] = "contrast"
+    # the split-voice rule: one moving face that took nothing, whose lips follow the sum of the
+    # loudest real voices
+    if (split is not None and n_tracks == 1 and moving is not None and moving[0] and not matched
+            and split[1].z >= z_best and split[1].r >= r_best and all(k in real for k in split[0])):
+        for k in split[0]:
+            matched[k] = split[1]
+            evidence[k] = "split voice"
     if active and n_tracks and moving is not None:
         loud = max(active, key=lambda k: level[k])
         quiet = all(level[k] <= level[loud] - lone_db for k in active if k != loud)
@@ -403,7 +422,9 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
                       "pairing": f"paired with face {s.track_id}, whose mouth moves, while another "
                                  f"face is in sync (weak sync: {rz})",
                       "contrast": f"in clearly better sync with face {s.track_id}, whose mouth "
-                                  f"moves, than any other voice (weak sync: {rz})"}[why]
+                                  f"moves, than any other voice (weak sync: {rz})",
+                      "split voice": f"half of one voice: with the other half in sync with face "
+                                     f"{s.track_id} ({rz}), neither alone"}[why]
             out.append(Assignment(k, True, s.track_id, _confidence(s.z, z_best, why != "sync"),
                                   float(level[k]), scores[k], reason, why))
         else:
@@ -454,8 +475,37 @@ def associate_envelopes(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[V
         One :class:`Assignment` per source, in source order.
     """
     level, scores = sync_matrix(envelopes, env_t, tracks, silence_db, lips_envelopes)
+    split = (split_voice_score(level, scores, lips_envelopes, env_t, tracks[0], lone_db)
+             if lips_envelopes is not None and len(tracks) == 1 else None)
     return decide(level, scores, len(tracks), z_best, r_best, z_other, r_other, silence_db,
-                  [mouth_moves(t) for t in tracks], lone_db, join_db, pair_z, contrast_z)
+                  [mouth_moves(t) for t in tracks], lone_db, join_db, pair_z, contrast_z, split)
+
+
+def split_voice_score(level: np.ndarray, scores: dict[int, list[SyncScore]],
+                      lips_envelopes: np.ndarray, env_t: np.ndarray, track: VisualTrack,
+                      lone_db: float = LONE_DB, n: int = SPLIT_PAIR
+                      ) -> tuple[tuple[int, ...], SyncScore] | None:
+    """The lips score of the sum of the ``n`` loudest real voices with the one face on screen
+    (the split-voice rule of :func:`decide`).
+
+    Args:
+        level, scores: :func:`sync_matrix` output (``scores`` holds the active sources).
+        lips_envelopes: ``[K, N]`` 1-3 kHz envelopes of the sources; env_t: ``[N]`` seconds.
+        track: the face track.
+        lone_db: real voices are within this many dB of the loudest active source.
+
+    Returns:
+        ``(source indices, SyncScore)`` with the sum's envelope taken as the root of the sum of
+        the squared envelopes (the voices' powers add), or ``None`` with fewer than ``n`` real
+        voices.
+    """
+    active = sorted(scores, key=lambda k: -level[k])
+    real = [k for k in active if level[k] >= level[active[0]] - lone_db] if active else []
+    if len(real) < n:
+        return None
+    pair = tuple(sorted(real[:n]))
+    summed = np.sqrt((lips_envelopes[list(pair)].astype(np.float64) ** 2).sum(axis=0))
+    return pair, lips_score((summed.astype(np.float32), env_t), track)
 
 
 WINDOW_S = 20.0

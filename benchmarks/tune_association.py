@@ -44,7 +44,7 @@ from speakers import RATE, _rms, _side_by_side, _voice
 
 from avsplit import media
 from avsplit.apply import slot_envelopes
-from avsplit.associate import ENV_HOP_S, decide, mouth_moves, sync_matrix
+from avsplit.associate import ENV_HOP_S, decide, mouth_moves, split_voice_score, sync_matrix
 from avsplit.audio import si_sdr
 from avsplit.clip import Clip
 from avsplit.engine import Engine
@@ -108,9 +108,11 @@ def build(data: Path, voices: int, noises: int, work: Path, clips: list[str] = D
             g = 0.9 / np.abs(mix).max() if np.abs(mix).max() > 0.9 else 1.0
             waves, envs, lips, env_t = _candidates(mix * g, network(tracks))
             level, scores = sync_matrix(envs, env_t, tracks, silence_db=-200.0, lips_envelopes=lips)
+            split = (split_voice_score(level, scores, lips, env_t, tracks[0])
+                     if len(tracks) == 1 else None)
             examples.append({"mode": "onscreen", "kind": kind, "clip": rel, "mix": mix * g,
                              "refs": [own * g, y * g], "waves": waves, "level": level,
-                             "scores": scores, "tracks": tracks})
+                             "scores": scores, "tracks": tracks, "split": split})
         print(f"{rel}: {len(tracks)} face tracks", flush=True)
     for p, (a, b) in enumerate(pairs):
         va, vb = _voice(speech / a), _voice(speech / b)
@@ -150,7 +152,7 @@ def score(example: dict, thresholds: dict, memo: dict) -> list[tuple[float, bool
     if "moving" not in memo:
         memo["moving"] = [mouth_moves(t) for t in example["tracks"]]
     asg = decide(example["level"], example["scores"], len(example["tracks"]),
-                 moving=memo["moving"], **thresholds)
+                 moving=memo["moving"], split=example.get("split"), **thresholds)
     mix, waves = example["mix"], example["waves"]
 
     def sdr(subset: tuple, ref: int, rest: bool = False) -> float:

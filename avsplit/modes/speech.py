@@ -45,6 +45,8 @@ WEAK_EVIDENCE_NOTES = {
                "mouth moves and the voice follows it more than any other face, but loosely)",
     "contrast": "face {face} was given the voice its jaw follows clearly more than any other "
                 "voice's, on weak synchrony evidence",
+    "split voice": "face {face} was given two separated voices together: its lips follow them "
+                   "together but neither alone (one voice the separator split in two)",
     "held": "face {face} kept its voice in {n} of {windows} windows where the evidence dipped, "
             "because it holds it in most of the clip",
 }
