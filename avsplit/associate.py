@@ -103,9 +103,9 @@ class Assignment:
             see :func:`decide`), ``"pairing"`` (a second talker's voice on weak synchrony, see
             :func:`decide`), ``"contrast"`` (a voice whose weak synchrony with a moving face
             clearly leads every other voice's, see :func:`decide`), ``"split voice"`` (one of
-            two voices whose sum the face's lips follow, see :func:`decide`), ``"held"`` (a pairing of
-            most windows, kept where a window's evidence dips: :func:`hold_over_time`); ``""``
-            when off-screen.
+            two voices whose sum the face's lips follow, see :func:`decide`), ``"held"`` (a
+            pairing of most windows, kept where a window's evidence dips:
+            :func:`hold_over_time`); ``""`` when off-screen.
     """
 
     source_index: int
@@ -393,7 +393,8 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
     # the split-voice rule: one moving face that took nothing, whose lips follow the sum of the
     # loudest real voices
     if (split is not None and n_tracks == 1 and moving is not None and moving[0] and not matched
-            and split[1].z >= z_best and split[1].r >= r_best and all(k in real for k in split[0])):
+            and split[1].z >= z_best and split[1].r >= r_best
+            and all(k in real for k in split[0])):
         for k in split[0]:
             matched[k] = split[1]
             evidence[k] = "split voice"

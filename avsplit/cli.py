@@ -176,7 +176,8 @@ def separate(
                                      help="Which audio stream of the input to use (0 = first)."),
     weights: Optional[Path] = typer.Option(None, "--weights",
                                            help="Separator checkpoint to use instead of the bundled one "
-                                           "(speech for onscreen/speakers, instruments for instruments)."),
+                                           "(speech for onscreen/speakers, whatever the number of faces; "
+                                           "instruments for instruments)."),
     separator: Optional[SeparatorKind] = typer.Option(
         None, "--separator",
         help="instruments: combined (default): the normalised product (geometric mean) of the "
