@@ -59,6 +59,9 @@ LIPS_LAG_S = 0.12
 # two loudest real voices together when its lips follow their sum (z >= Z_BEST, r >= R_BEST): one
 # talker the separator split over two slots (speech_blstm_turns.pt does this at pauses)
 SPLIT_PAIR = 2
+# ... and a face that took one of those two voices takes the other as well when their sum follows
+# its lips better than the voice it took by SPLIT_GAIN in z
+SPLIT_GAIN = 0.3
 
 
 @dataclass
@@ -297,7 +300,8 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
            moving: list[bool] | None = None, lone_db: float = LONE_DB,
            join_db: float = LONE_DB, pair_z: float = PAIR_Z,
            contrast_z: float = CONTRAST_Z,
-           split: tuple[tuple[int, ...], SyncScore] | None = None) -> list[Assignment]:
+           split: tuple[tuple[int, ...], SyncScore] | None = None,
+           split_gain: float = SPLIT_GAIN) -> list[Assignment]:
     """The association rule on precomputed :func:`sync_matrix` output (see
     :func:`associate_envelopes`); sources scored but quieter than ``silence_db`` are empty.
 
@@ -332,7 +336,9 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
     the sum of the loudest real voices (:func:`split_voice_score`). When the face moves and
     took nothing by the rules above, those sources all go to it if the score clears ``z_best``
     and ``r_best``: one talker the separator split over two slots, neither half of which
-    follows the lips alone. Confidence is halved.
+    follows the lips alone. Confidence is halved. When the face took one of those sources
+    (and nothing else), it takes the other as well if the sum's z leads the taken one's by
+    ``split_gain`` (``inf``: off).
 
     The one-face rule: with one face on screen, two or more real voices and every active
     score carrying its :func:`lips_score` (``SyncScore.lips``), all the rules above read the
@@ -398,6 +404,14 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
         for k in split[0]:
             matched[k] = split[1]
             evidence[k] = "split voice"
+    elif (split is not None and n_tracks == 1 and moving is not None and moving[0]
+          and len(matched) == 1 and next(iter(matched)) in split[0]
+          and split[1].z >= next(iter(matched.values())).z + split_gain
+          and split[1].r >= r_best and all(k in real for k in split[0])):
+        for k in split[0]:
+            if k not in matched:
+                matched[k] = split[1]
+                evidence[k] = "split voice"
     if active and n_tracks and moving is not None:
         loud = max(active, key=lambda k: level[k])
         quiet = all(level[k] <= level[loud] - lone_db for k in active if k != loud)

@@ -38,6 +38,7 @@ import torch
 from avsplit import media
 from avsplit.audio import istft, si_sdr, stft
 from avsplit.engine import Engine
+from avsplit.modes.speech import speech_network
 
 ENGINE = Engine("cpu")
 CLIP_GLOBS = ["crema_d/*.flv", "grid/*.mpg", "talking_heads/*.mp4", "talking_heads_2/*.mp4",
@@ -116,8 +117,9 @@ def run(data: Path, work: Path, kinds: list[str], limit: int | None) -> list[dic
             own_n, int_n = own[:n], interferer[:n]
             base = float(si_sdr(mixc, own_n))
             manifest = json.loads((out / "manifest.json").read_text())
-            # the ceilings use the bundled network the CLI chose for this scene
-            model = ENGINE.separator(manifest["models"][0]["name"])
+            # the ceilings use the bundled network the CLI picks for this scene (also when
+            # --separate-options gives the CLI a checkpoint)
+            model = ENGINE.separator(speech_network(len(manifest["tracks"])))
             extra = _oracle_and_baselines(own_n, mixc, rate, model)
             correct = (si_sdr(on, own_n) > si_sdr(off, own_n)) and (si_sdr(off, int_n) > si_sdr(on, int_n))
             rows.append({

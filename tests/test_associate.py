@@ -269,7 +269,8 @@ def test_one_face_and_two_voices_decide_on_the_lips_cue():
 def test_a_voice_split_over_two_slots_goes_to_the_face_whose_lips_follow_their_sum():
     """One face, two real voices, neither clearing the thresholds on the lips cue (z 1.3 and
     1.0), but their sum does (z 2.2): both go on-screen ("split voice", half confidence). Not
-    when the sum is weak too, not for a still face, and not once one voice matched alone."""
+    when the sum is weak too, and not for a still face. Once one voice matched alone, the
+    other joins only where the sum's z leads that voice's by ``split_gain``."""
     from avsplit.associate import SyncScore, decide
 
     def scored(z_lips):
@@ -290,6 +291,13 @@ def test_a_voice_split_over_two_slots_goes_to_the_face_whose_lips_follow_their_s
     clear = {0: [scored(3.0)], 1: [scored(-0.5)]}
     out = decide(level, clear, 1, moving=[True], split=split)
     assert [(a.onscreen, a.evidence) for a in out] == [(True, "sync"), (False, "")]
+    # the face took voice 0 alone (z 3.0); the sum leads it by split_gain or more: voice 1 joins
+    better = ((0, 1), SyncScore(0, 0.5, 0.04, 3.4, 150, "lips"))
+    out = decide(level, clear, 1, moving=[True], split=better, split_gain=0.3)
+    assert [(a.onscreen, a.evidence) for a in out] == [(True, "sync"), (True, "split voice")]
+    for gain in (0.5, float("inf")):
+        out = decide(level, clear, 1, moving=[True], split=better, split_gain=gain)
+        assert [a.onscreen for a in out] == [True, False]
 
 
 def test_split_voice_score_reads_the_sum_of_the_two_loudest_voices():

@@ -52,7 +52,7 @@ MODELS: dict[str, ModelEntry] = {
                    "python -m avsplit.train speech --data ../shared/data",
                    "avsplit.models.speech:SpeechSeparator"),
         ModelEntry("speech-blstm-turns", "speech_blstm_turns.pt",
-                   "6038bc4505b7f6fc0485d51b5f2580e154c4730e2a87fabc4db74c6ccdced8f2",
+                   "fcd7be2223ab0b1e95d8cd1b4d7e9310716104a302a6572975c7024777d2f682",
                    "speech separation for one face on screen: speech-blstm fine-tuned on voices "
                    "that take turns (4 s examples), so a slot keeps one talker across turns (16 kHz)",
                    16000, "MIT (trained by avsplit)",
