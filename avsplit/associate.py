@@ -396,22 +396,20 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
                 and all(scores[j][0].z <= s.z - Z_LONE_MARGIN for j in real if j != k)):
             matched[k] = s
             evidence[k] = "contrast"
-    # the split-voice rule: one moving face that took nothing, whose lips follow the sum of the
-    # loudest real voices
-    if (split is not None and n_tracks == 1 and moving is not None and moving[0] and not matched
-            and split[1].z >= z_best and split[1].r >= r_best
-            and all(k in real for k in split[0])):
-        for k in split[0]:
-            matched[k] = split[1]
-            evidence[k] = "split voice"
-    elif (split is not None and n_tracks == 1 and moving is not None and moving[0]
-          and len(matched) == 1 and next(iter(matched)) in split[0]
-          and split[1].z >= next(iter(matched.values())).z + split_gain
-          and split[1].r >= r_best and all(k in real for k in split[0])):
-        for k in split[0]:
-            if k not in matched:
-                matched[k] = split[1]
-                evidence[k] = "split voice"
+    # the split-voice rule: one moving face whose lips follow the sum of the loudest real voices,
+    # where it took none of them, or took one and the sum follows its lips clearly better
+    if (split is not None and n_tracks == 1 and moving is not None and moving[0]
+            and split[1].r >= r_best and all(k in real for k in split[0])):
+        pair, s = split
+        taken = list(matched)
+        alone = not taken and s.z >= z_best
+        joins = (len(taken) == 1 and taken[0] in pair
+                 and s.z >= matched[taken[0]].z + split_gain)
+        if alone or joins:
+            for k in pair:
+                if k not in matched:
+                    matched[k] = s
+                    evidence[k] = "split voice"
     if active and n_tracks and moving is not None:
         loud = max(active, key=lambda k: level[k])
         quiet = all(level[k] <= level[loud] - lone_db for k in active if k != loud)
@@ -438,8 +436,8 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
                                  f"face is in sync (weak sync: {rz})",
                       "contrast": f"in clearly better sync with face {s.track_id}, whose mouth "
                                   f"moves, than any other voice (weak sync: {rz})",
-                      "split voice": f"half of one voice: with the other half in sync with face "
-                                     f"{s.track_id} ({rz}), neither alone"}[why]
+                      "split voice": f"half of one voice: together with the other half in sync "
+                                     f"with face {s.track_id} ({rz})"}[why]
             out.append(Assignment(k, True, s.track_id, _confidence(s.z, z_best, why != "sync"),
                                   float(level[k]), scores[k], reason, why))
         else:
@@ -469,9 +467,10 @@ def associate_envelopes(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[V
     takes a voice whose weak synchrony with it clearly leads every other voice's (``z >=
     contrast_z``, the contrast rule of :func:`decide`). With one face on screen and two or more
     voices, these rules read the lips cue instead (``lips_envelopes``; the one-face rule of
-    :func:`decide`). The defaults were tuned with
-    ``benchmarks/tune_association.py`` on the development clips, which the benchmarks do not
-    score (see docs/benchmarks.md).
+    :func:`decide`), and the two loudest voices go to the face together where their sum
+    follows its lips (:func:`split_voice_score`, the split-voice rule of :func:`decide`). The
+    defaults were tuned with ``benchmarks/tune_association.py`` on the development clips,
+    which the benchmarks do not score (see docs/benchmarks.md).
 
     Args:
         envelopes: ``[K, N]`` RMS envelopes (:func:`speech_envelope`) of the candidate speech
