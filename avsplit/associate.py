@@ -57,10 +57,9 @@ CONTRAST_Z = 1.0
 LIPS_LAG_S = 0.12
 # the split-voice rule (see decide): the one face on screen, moving, that took nothing takes the
 # two loudest real voices together when its lips follow their sum (z >= Z_BEST, r >= R_BEST): one
-# talker the separator split over two slots (speech_blstm_turns.pt does this at pauses)
-SPLIT_PAIR = 2
-# ... and a face that took one of those two voices takes the other as well when their sum follows
-# its lips better than the voice it took by SPLIT_GAIN in z
+# talker the separator split over two slots (speech_blstm_turns.pt does this at pauses); a face
+# that took one of the two takes the other as well when the sum follows its lips better than the
+# voice it took by SPLIT_GAIN in z
 SPLIT_GAIN = 0.3
 
 
@@ -300,7 +299,7 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
            moving: list[bool] | None = None, lone_db: float = LONE_DB,
            join_db: float = LONE_DB, pair_z: float = PAIR_Z,
            contrast_z: float = CONTRAST_Z,
-           split: tuple[tuple[int, ...], SyncScore] | None = None,
+           split: tuple[tuple[int, int], SyncScore] | None = None,
            split_gain: float = SPLIT_GAIN) -> list[Assignment]:
     """The association rule on precomputed :func:`sync_matrix` output (see
     :func:`associate_envelopes`); sources scored but quieter than ``silence_db`` are empty.
@@ -347,9 +346,7 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
     cue follows the syllables themselves.
     """
     active = [k for k in scores if level[k] >= silence_db]
-    # real voices: within lone_db of the loudest candidate (the weak-evidence rules' candidates)
-    loudest = max((level[k] for k in active), default=0.0)
-    real = [k for k in active if level[k] >= loudest - lone_db]
+    real = _real_voices(level, active, lone_db)
     if (n_tracks == 1 and len(real) >= 2
             and all(scores[k][0].lips is not None for k in active)):
         scores = {k: [scores[k][0].lips] if k in active else v for k, v in scores.items()}
@@ -495,11 +492,17 @@ def associate_envelopes(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[V
                   [mouth_moves(t) for t in tracks], lone_db, join_db, pair_z, contrast_z, split)
 
 
+def _real_voices(level: np.ndarray, candidates, lone_db: float) -> list[int]:
+    """The real voices among ``candidates``: within ``lone_db`` of the loudest of them (the
+    weak-evidence rules' candidates), in the order given."""
+    loudest = max((level[k] for k in candidates), default=0.0)
+    return [k for k in candidates if level[k] >= loudest - lone_db]
+
+
 def split_voice_score(level: np.ndarray, scores: dict[int, list[SyncScore]],
                       lips_envelopes: np.ndarray, env_t: np.ndarray, track: VisualTrack,
-                      lone_db: float = LONE_DB, n: int = SPLIT_PAIR
-                      ) -> tuple[tuple[int, ...], SyncScore] | None:
-    """The lips score of the sum of the ``n`` loudest real voices with the one face on screen
+                      lone_db: float = LONE_DB) -> tuple[tuple[int, int], SyncScore] | None:
+    """The lips score of the sum of the two loudest real voices with the one face on screen
     (the split-voice rule of :func:`decide`).
 
     Args:
@@ -510,14 +513,13 @@ def split_voice_score(level: np.ndarray, scores: dict[int, list[SyncScore]],
 
     Returns:
         ``(source indices, SyncScore)`` with the sum's envelope taken as the root of the sum of
-        the squared envelopes (the voices' powers add), or ``None`` with fewer than ``n`` real
+        the squared envelopes (the voices' powers add), or ``None`` with fewer than two real
         voices.
     """
-    active = sorted(scores, key=lambda k: -level[k])
-    real = [k for k in active if level[k] >= level[active[0]] - lone_db] if active else []
-    if len(real) < n:
+    real = sorted(_real_voices(level, list(scores), lone_db), key=lambda k: -level[k])
+    if len(real) < 2:
         return None
-    pair = tuple(sorted(real[:n]))
+    pair = tuple(sorted(real[:2]))
     summed = np.sqrt((lips_envelopes[list(pair)].astype(np.float64) ** 2).sum(axis=0))
     return pair, lips_score((summed.astype(np.float32), env_t), track)
 
