@@ -9,11 +9,15 @@ would (``--mode onscreen``, the bundled models, its own face tracking).
 
 Scored on 20 ms frames (DMMAN / AVE's event localisation asks per segment whether the event
 is audible and visible): the truth of the face's *audible and visible* frames is where the
-clip's own (muted) voice is active - :func:`avsplit.events.active_ranges` of its envelope
-against the new mixture's, the rule the product uses on separated voices - while the face is
-on screen (it is, in every frame, in these clips). Predicted: frames inside a CSV row of a
+clip's own (muted) voice is *speech* - Silero VAD (``silero-vad``, default settings) on the
+clean own track - and audible in the new mixture - :func:`avsplit.events.active_ranges` of
+its envelope against the mixture's, the rule the product uses on separated voices - while
+the face is on screen (it is, in every frame, in these clips). The second truth, *energy*
+(the only one until 2026-12-08), is the audible part alone: it counts a recording's room
+noise between sentences (GRID's half second of silence before and after each sentence, 20-30
+dB under the speech, the mouth closed) as the face's voice. Predicted: frames inside a CSV row of a
 face track with ``audible=1, visible=1``. Reported: frame F1 (pooled over all clips, and the
-mean per clip), the share of the muted interval in which the face is wrongly audible, and the
+mean per clip; speech truth, and pooled on the energy truth), the share of the muted interval in which the face is wrongly audible, and the
 share of the off-screen voice's active frames covered by an ``offscreen`` audible row.
 Baselines in the same run: *whole clip* (the face audible and visible throughout) and
 *mixture activity* (the face audible wherever the mixture is: the timeline without
@@ -83,9 +87,26 @@ def make_item(clip: Path, seed: int, data: Path, work: Path) -> dict:
             "mute_s": (a / rate, b / rate), "duration": n / rate}
 
 
-def truth(item: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """``(own voice active [F], off-screen voice active [F], mixture active [F], F)`` on
-    20 ms frames."""
+_VAD = []
+
+
+def speech_frames(wave: np.ndarray, rate: int, n: int) -> np.ndarray:
+    """``[n]`` bool 20 ms frames where Silero VAD (default settings, 16 kHz) finds speech in
+    ``wave`` (``[samples]`` float at ``rate`` Hz)."""
+    import soxr
+    import torch
+    from silero_vad import get_speech_timestamps, load_silero_vad
+
+    if not _VAD:
+        _VAD.append(load_silero_vad())
+    x = torch.from_numpy(soxr.resample(wave.astype(np.float32), rate, 16000))
+    found = get_speech_timestamps(x, _VAD[0], sampling_rate=16000, return_seconds=True)
+    return _frames([[t["start"], t["end"]] for t in found], n)
+
+
+def truth(item: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray]:
+    """``(own voice speech and audible [F], off-screen voice active [F], mixture active [F], F,
+    own voice audible [F] (the energy truth))`` on 20 ms frames."""
     from avsplit.associate import speech_envelope
     from avsplit.events import active_ranges
 
@@ -95,7 +116,7 @@ def truth(item: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     own = _frames(active_ranges(env["own"], env["mix"], 0.01), n)
     off = _frames(active_ranges(env["off"], env["mix"], 0.01), n)
     mix = _frames(active_ranges(env["mix"], env["mix"], 0.01), n)
-    return own, off, mix, n
+    return own & speech_frames(item["own"], rate, n), off, mix, n, own
 
 
 def _f1(pred: np.ndarray, ref: np.ndarray) -> tuple[int, int, int]:
@@ -108,7 +129,7 @@ def run(data: Path, work: Path) -> list[dict]:
     rows = []
     for i, clip in enumerate(clips):
         item = make_item(clip, 100 + i, data, work)
-        own, off, mix_active, n = truth(item)
+        own, off, mix_active, n, own_energy = truth(item)
         csv_path = work / f"{clip.stem}.csv"
         proc, wall = run_separate(item["video"], work / "out", "--no-video", "--device", "cpu",
                                   "--events", csv_path)
@@ -129,6 +150,8 @@ def run(data: Path, work: Path) -> list[dict]:
         row.update(
             faces=len({e["track"] for e in events if e["track"] != "offscreen"}),
             product=_f1(pred, own), whole=_f1(np.ones(n, bool), own), mixture=_f1(mix_active, own),
+            energy={"product": _f1(pred, own_energy), "whole": _f1(np.ones(n, bool), own_energy),
+                    "mixture": _f1(mix_active, own_energy)},
             muted_face_audible=round(float(pred[mute].mean()), 3),
             muted_mixture_audible=round(float(mix_active[mute].mean()), 3),
             offscreen_recall=round(float(_frames(offscreen, n)[off].mean()) if off.any() else float("nan"), 3))
@@ -143,25 +166,29 @@ def _f(tp: int, fp: int, fn: int) -> float:
 
 def table(rows: list[dict]) -> str:
     ok = [r for r in rows if "error" not in r]
-    lines = ["| timeline | frame F1, pooled | frame F1, mean per clip | face audible in the muted interval |",
-             "|---|---:|---:|---:|"]
+    lines = ["| timeline | frame F1, pooled | frame F1, mean per clip | frame F1, pooled, energy truth "
+             "| face audible in the muted interval |",
+             "|---|---:|---:|---:|---:|"]
     for key, name, muted in (("product", "avsplit separate --events", "muted_face_audible"),
                              ("mixture", "baseline: mixture activity", "muted_mixture_audible"),
                              ("whole", "floor: whole clip", None)):
         pooled = _f(*np.sum([r[key] for r in ok], axis=0)) if ok else float("nan")
         mean = np.mean([_f(*r[key]) for r in ok]) if ok else float("nan")
+        energy = [r["energy"][key] for r in ok if "energy" in r]
+        e = f"{_f(*np.sum(energy, axis=0)):.2f}" if energy else ""
         m = f"{100 * np.mean([r[muted] for r in ok]):.0f} %" if muted else "100 %"
-        lines.append(f"| {name} | {pooled:.2f} | {mean:.2f} | {m} |")
+        lines.append(f"| {name} | {pooled:.2f} | {mean:.2f} | {e} | {m} |")
     rec = [r["offscreen_recall"] for r in ok if np.isfinite(r["offscreen_recall"])]
     lines += ["", f"Off-screen voice: {100 * np.mean(rec):.0f} % of its active frames lie in an "
               f"`offscreen` audible row (mean over {len(rec)} clips).", "",
-              "| clip | s | face tracks | F1 | face audible while muted | off-screen voice found |",
-              "|---|---:|---:|---:|---:|---:|"]
+              "| clip | s | face tracks | F1 | F1, energy truth | face audible while muted | off-screen voice found |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['clip']} | | | failed: {r['error'][-100:]} | | |")
+            lines.append(f"| {r['clip']} | | | failed: {r['error'][-100:]} | | | |")
             continue
-        lines.append(f"| {r['clip']} | {r['duration']} | {r['faces']} | {_f(*r['product']):.2f} | "
+        e = f"{_f(*r['energy']['product']):.2f}" if "energy" in r else ""
+        lines.append(f"| {r['clip']} | {r['duration']} | {r['faces']} | {_f(*r['product']):.2f} | {e} | "
                      f"{100 * r['muted_face_audible']:.0f} % | {100 * r['offscreen_recall']:.0f} % |")
     return "\n".join(lines)
 
