@@ -190,11 +190,14 @@ def _align(track: VisualTrack, times: np.ndarray) -> VisualTrack:
         idx = np.where(np.abs(tt[prev] - times) < np.abs(tt[idx] - times), prev, idx)
     boxes = np.full((len(times), 4), np.nan, np.float32)
     act = np.full(len(times), np.nan, np.float32)
+    dark = None if track.mouth_darkness is None else np.full(len(times), np.nan, np.float32)
     if idx is not None:
         near = np.abs(tt[idx] - times) < 0.1
         boxes[near] = track.boxes[idx[near]]
         act[near] = track.activity[idx[near]]
-    return VisualTrack(track.track_id, track.kind, times, boxes, act, track.label, track.score)
+        if dark is not None:
+            dark[near] = track.mouth_darkness[idx[near]]
+    return VisualTrack(track.track_id, track.kind, times, boxes, act, track.label, track.score, dark)
 
 
 def _sync_weight(score: SyncScore) -> float:

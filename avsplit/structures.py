@@ -96,6 +96,9 @@ class VisualTrack:
             opening, lower lip to nose tip divided by face height); NaN where not seen.
         label: human-readable label (``"face"``, ``"violin"``, ...).
         score: detector confidence 0..1 (mean over the frames where it is seen).
+        mouth_darkness: ``[T]`` float32 or ``None``; for faces, how dark the inside of the
+            mouth is (:func:`avsplit.vision.faces.mouth_darkness`), NaN where not seen; with
+            the jaw opening it makes the lips cue (:func:`avsplit.synchrony.lip_signal`).
     """
 
     track_id: int
@@ -105,6 +108,7 @@ class VisualTrack:
     activity: np.ndarray
     label: str = "face"
     score: float = 0.0
+    mouth_darkness: np.ndarray | None = None
 
     @property
     def seen(self) -> np.ndarray:

@@ -42,6 +42,7 @@ FLOOR_WEIGHT = 0.05
 # rate of change against the jaw's peaked at the natural lag on 16 of 21 clips, against 13 of
 # 21 for the broadband RMS envelope (benchmarks/sync.py measures the effect on sync).
 LIPS_BAND_HZ = (1000.0, 3000.0)
+DARKNESS_WEIGHT = 0.5  # weight of the mouth darkness against the jaw in :func:`lip_signal` (sync's lips cue)
 # speech's 1-3 kHz envelope trails the jaw opening by this: the median best lag of
 # benchmarks/sync.py on the unshifted av/speech clips that it answers (0.026 s)
 LIPS_BAND_LAG_S = 0.025
@@ -277,10 +278,39 @@ def mouth_movement(track: VisualTrack, grid: np.ndarray
     return jaw, valid, activity(jaw, valid, int(ACTIVITY_S / STEP_S))
 
 
+def lip_signal(track: VisualTrack, grid: np.ndarray, darkness_weight: float = DARKNESS_WEIGHT
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The visual side of the lips cue: ``(signal [N], valid [N] bool, movement [N] 0..1)`` on
+    ``grid`` (seconds).
+
+    The signal is the rate of change (:func:`rate_of_change`) of the jaw opening (``activity``)
+    plus, where the track has it, :data:`DARKNESS_WEIGHT` times that of the mouth darkness
+    (``mouth_darkness``, see :func:`avsplit.vision.faces.mouth_darkness`), each divided by its
+    standard deviation over the valid samples. The darkness carries what the lips do without
+    the jaw (a smiling or tight-lipped talker, as on several TV heads of ``av/speech``).
+    ``avsplit sync`` uses it with :data:`DARKNESS_WEIGHT` (``benchmarks/sync.py``: 10 -> 7 %
+    of the lips copies refused, all answers still within a frame of the clip's own estimate);
+    the association's :func:`avsplit.associate.lips_score` with weight 0 (the jaw alone; see
+    ``docs/benchmarks.md``, events section). ``valid`` is where the signal exists;
+    ``movement`` is :func:`mouth_movement`'s (the jaw's).
+    """
+    jaw, valid, moving = mouth_movement(track, grid)
+    jaw_change = rate_of_change(jaw, valid)
+    dark = track.mouth_darkness
+    if dark is None or darkness_weight == 0 or int(np.isfinite(dark).sum()) < 10:
+        return jaw_change, valid, moving
+    dark, dark_valid = on_grid(track.timestamps, np.asarray(dark, np.float64), grid)
+    both = valid & dark_valid
+    dark_change = rate_of_change(dark, both)
+    if both.sum() < 2:
+        return jaw_change, valid, moving
+    unit = lambda x: x / (x[both].std() + 1e-12)
+    return (unit(jaw_change) + darkness_weight * unit(dark_change)) * both, both, moving
+
+
 def lip_curve(track: VisualTrack, heard: tuple[np.ndarray, np.ndarray], grid: np.ndarray,
               max_lag_s: float = 1.0) -> LagCurve:
-    """:func:`lag_curve` of a face track's jaw opening (``activity``, NaN where unseen) against
-    the audio side of :func:`heard_signal` (``lips`` cue), over ``±max_lag_s`` seconds."""
-    jaw, valid, act = mouth_movement(track, grid)
-    return lag_curve(rate_of_change(jaw, valid), valid, act, *heard, "lips", int(track.track_id),
-                     max_lag_s)
+    """:func:`lag_curve` of a face track's lips (:func:`lip_signal`) against the audio side of
+    :func:`heard_signal` (``lips`` cue), over ``±max_lag_s`` seconds."""
+    signal, valid, act = lip_signal(track, grid)
+    return lag_curve(signal, valid, act, *heard, "lips", int(track.track_id), max_lag_s)

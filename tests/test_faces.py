@@ -1,6 +1,7 @@
 """Face front end: mouth-opening measure, track linking, and the bundled detector on a blank frame."""
 
 import numpy as np
+import pytest
 
 from avsplit.vision.faces import (CHIN, FOREHEAD, LOWER_LIP_BOTTOM, LOWER_LIP_INNER, NOSE_TIP,
                                   UPPER_LIP_INNER, FaceAnalyzer, FaceObservation, link_tracks,
@@ -93,3 +94,29 @@ def test_tracking_does_not_keep_each_frames_mesh():
     tracks = track_faces(frames, Analyzer(), progress)
     assert len(tracks) == 1 and len(tracks[0].timestamps) == 50
     assert max(alive) == 0
+
+
+def test_mouth_darkness_sees_an_open_mouth_wherever_the_head_turns():
+    """A dark oval between the mouth corners reads darker than skin there, at any roll angle of
+    the mouth and any position in the frame (the crop follows the corners)."""
+    import cv2
+
+    from avsplit.vision.faces import MOUTH_LEFT, MOUTH_RIGHT, UPPER_LIP_TOP, mouth_darkness
+
+    def frame(open_mouth: bool, angle_deg: float, centre=(160.0, 120.0)):
+        grey = np.full((240, 320), 180, np.uint8)
+        a = np.radians(angle_deg)
+        along, across = np.array([np.cos(a), np.sin(a)]), np.array([-np.sin(a), np.cos(a)])
+        c = np.array(centre)
+        if open_mouth:
+            cv2.ellipse(grey, (int(c[0]), int(c[1])), (14, 7), angle_deg, 0, 360, 30, -1)
+        points = np.zeros((468, 2))
+        points[MOUTH_LEFT], points[MOUTH_RIGHT] = c - 20 * along, c + 20 * along
+        points[UPPER_LIP_TOP], points[LOWER_LIP_BOTTOM] = c - 8 * across, c + 8 * across
+        return grey, points
+
+    for angle, centre in ((0.0, (160.0, 120.0)), (25.0, (100.0, 150.0)), (-30.0, (220.0, 90.0))):
+        shut = mouth_darkness(*frame(False, angle, centre))
+        opened = mouth_darkness(*frame(True, angle, centre))
+        assert shut == pytest.approx(-180.0, abs=1.0)
+        assert opened > shut + 60

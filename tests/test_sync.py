@@ -23,7 +23,7 @@ from avsplit.errors import AvsplitError
 from avsplit.sync import (MIN_CONFIDENCE, MIN_EVIDENCE_S, TOLERANCE_S, SyncRefused, fix_offset,
                           measure_offset)
 from avsplit.synchrony import LIPS_BAND_LAG_S
-from helpers import SyllableFaceTracker, syllable_clip, syllable_envelope
+from helpers import SyllableFaceTracker, syllable_clip, syllable_envelope, syllable_spans
 
 FPS, W, H, DURATION, RATE = 25, 320, 240, 5.0, 16000
 FRAME_S = 1.0 / FPS
@@ -247,3 +247,30 @@ def test_the_band_envelope_hears_only_its_band():
     broadband_in = ref_env[(ref_times > 0.3) & (ref_times < 0.7)]
     broadband_out = ref_env[(ref_times < 0.2) | (ref_times > 0.8)]
     assert broadband_out.min() > 0.5 * broadband_in.max()  # while the RMS envelope hears it
+
+
+def test_the_lips_of_a_talker_whose_jaw_hardly_moves_are_read_from_the_mouth_darkness():
+    """A tight-lipped talker, audio 0.2 s late: the jaw track is noise, the inside of the mouth
+    darkens with each syllable. With the darkness the lips curve peaks at the offset; on the jaw
+    alone there is nothing there."""
+    from avsplit.structures import VisualTrack
+    from avsplit.synchrony import band_envelope, grid_times, heard_signal, lip_curve
+
+    rate, seconds, late = 16000, 8.0, 0.2
+    rng = np.random.default_rng(5)
+    spans = syllable_spans(5, seconds)
+    tt = np.arange(int(seconds * rate)) / rate
+    voice = sum(np.sin(2 * np.pi * 220 * h * tt) / h for h in range(1, 13)) * syllable_envelope(tt - late, spans)
+    times = np.arange(0, seconds, FRAME_S)
+    seen_gate = syllable_envelope(times, spans)
+    boxes = np.tile(np.array(FACE_BOX, np.float32), (len(times), 1))
+    jaw = (0.2 + 0.01 * rng.standard_normal(len(times))).astype(np.float32)
+    dark = (-150 + 60 * seen_gate + 3 * rng.standard_normal(len(times))).astype(np.float32)
+    grid = grid_times(seconds)
+    heard = heard_signal(band_envelope(voice.astype(np.float32), rate), grid, False)
+    talking = lip_curve(VisualTrack(0, "face", times, boxes, jaw, "face", 0.9, dark), heard, grid)
+    jaw_only = lip_curve(VisualTrack(0, "face", times, boxes, jaw, "face", 0.9), heard, grid)
+    best = int(np.argmax(talking.r))
+    assert abs(talking.lags_s[best] - late) <= 2 * FRAME_S
+    assert talking.r[best] > 0.25
+    assert talking.r[best] > jaw_only.r.max() + 0.1  # the jaw alone has no such peak anywhere

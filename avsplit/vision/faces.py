@@ -22,6 +22,9 @@ from scipy.optimize import linear_sum_assignment
 from avsplit.structures import VisualTrack
 
 NOSE_TIP, LOWER_LIP_BOTTOM, UPPER_LIP_INNER, LOWER_LIP_INNER, FOREHEAD, CHIN = 1, 17, 13, 14, 10, 152
+MOUTH_LEFT, MOUTH_RIGHT, UPPER_LIP_TOP = 61, 291, 0
+MOUTH_CROP = (48, 32)  # (width, height) of the mouth crop of :func:`mouth_darkness`, pixels
+MOUTH_CROP_SCALE = 1.6  # the crop spans this many mouth widths
 MAX_GAP_S = 0.5
 MIN_IOU = 0.2
 MIN_SEEN_S = 0.5
@@ -38,12 +41,15 @@ class FaceObservation:
         landmarks: ``[N, 3]`` float32 normalised mesh points (x, y in 0..1 of width/height).
         jaw_opening: lower lip to nose tip over face height (unitless, ~0.15-0.35); the
             design doc measured it as the best synchrony feature (better than the inner-lip gap).
+        mouth_darkness: :func:`mouth_darkness` (grey levels, higher when the mouth opens onto
+            the dark oral cavity); NaN when not measured.
     """
 
     box: np.ndarray
     score: float
     landmarks: np.ndarray
     jaw_opening: float
+    mouth_darkness: float = float("nan")
 
 
 NO_LANDMARKS = np.zeros((0, 3), np.float32)  # what a tracked observation keeps of its mesh
@@ -60,6 +66,39 @@ def mouth_openings(landmarks: np.ndarray, width: int, height: int) -> tuple[floa
     jaw = np.linalg.norm(p[LOWER_LIP_BOTTOM] - p[NOSE_TIP]) / face
     lips = np.linalg.norm(p[LOWER_LIP_INNER] - p[UPPER_LIP_INNER]) / face
     return float(jaw), float(lips)
+
+
+def mouth_darkness(grey: np.ndarray, points_px: np.ndarray) -> float:
+    """How dark the inside of the mouth is: minus the mean grey level (0..255) of the middle
+    half of a mouth crop aligned on the mouth corners.
+
+    The crop (:data:`MOUTH_CROP` pixels, :data:`MOUTH_CROP_SCALE` mouth widths wide, rotated so
+    the corners are level, centred between the corners and the lips' top and bottom) follows
+    the mouth whatever the head does, so the measure changes with what the lips uncover: the
+    oral cavity (dark) as the mouth opens, teeth and lips as it closes. Articulation without
+    much jaw travel (a smiling or a tight-lipped talker) shows here and not in the jaw opening.
+    Mouth-region pixel intensities as the visual side of audio-visual synchrony: Hershey &
+    Movellan (2000), Slaney & Covell (2001, "FaceSync").
+
+    Args:
+        grey: ``[H, W]`` uint8 or float grey frame.
+        points_px: ``[468, >=2]`` face mesh points in pixels of ``grey``.
+
+    Returns:
+        ``-mean`` grey level, in ``[-255, 0]``.
+    """
+    import cv2
+
+    p = np.asarray(points_px, np.float64)[:, :2]
+    left, right = p[MOUTH_LEFT], p[MOUTH_RIGHT]
+    centre = (left + right + p[UPPER_LIP_TOP] + p[LOWER_LIP_BOTTOM]) / 4
+    width = max(float(np.linalg.norm(right - left)) * MOUTH_CROP_SCALE, 1e-6)
+    w, h = MOUTH_CROP
+    angle = float(np.degrees(np.arctan2(right[1] - left[1], right[0] - left[0])))
+    m = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), angle, w / width)
+    m[:, 2] += np.array([w / 2, h / 2]) - centre
+    crop = cv2.warpAffine(np.asarray(grey, np.float32), m, (w, h), flags=cv2.INTER_AREA)
+    return -float(crop[h // 4: 3 * h // 4, w // 4: 3 * w // 4].mean())
 
 
 def _weights_file(name: str) -> Path:
@@ -129,8 +168,11 @@ class FaceAnalyzer:
 
     def analyze(self, frame: np.ndarray) -> list[FaceObservation]:
         """Faces in one ``[H, W, 3]`` uint8 RGB frame (at most ``max_faces``, most confident first)."""
+        import cv2
+
         h, w = frame.shape[:2]
         frame = np.ascontiguousarray(frame)
+        grey = None
         result = self._detector.detect(self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=frame))
         detections = sorted(result.detections, key=lambda d: -d.categories[0].score)[: self.max_faces]
         faces = []
@@ -143,9 +185,11 @@ class FaceAnalyzer:
                 continue
             lm = points / np.array([w, h, w], np.float32)
             jaw, _ = mouth_openings(lm, w, h)
+            if grey is None:
+                grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
             mesh_box = np.array([lm[:, 0].min(), lm[:, 1].min(), lm[:, 0].max(), lm[:, 1].max()], np.float32)
             faces.append(FaceObservation(np.clip(mesh_box, 0, 1), float(d.categories[0].score) * presence,
-                                         lm, jaw))
+                                         lm, jaw, mouth_darkness(grey, points)))
         return faces
 
     def close(self) -> None:
@@ -214,11 +258,14 @@ def link_tracks(observations: list[list[FaceObservation]], timestamps: np.ndarra
             continue
         boxes = np.full((n, 4), np.nan, np.float32)
         activity = np.full(n, np.nan, np.float32)
+        darkness = np.full(n, np.nan, np.float32)
         for i in frames:
             boxes[i] = t["obs"][i].box
             activity[i] = t["obs"][i].jaw_opening
+            darkness[i] = t["obs"][i].mouth_darkness
         score = float(np.mean([t["obs"][i].score for i in frames]))
-        tracks.append(VisualTrack(0, "face", timestamps, boxes, activity, "face", score))
+        tracks.append(VisualTrack(0, "face", timestamps, boxes, activity, "face", score,
+                                  darkness if np.isfinite(darkness).any() else None))
     tracks.sort(key=lambda tr: float(np.nanmean((tr.boxes[:, 0] + tr.boxes[:, 2]) / 2)))
     for k, tr in enumerate(tracks):
         tr.track_id = k
