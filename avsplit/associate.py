@@ -65,6 +65,11 @@ SPLIT_GAIN = 0.3
 # (avsplit.synchrony.lip_signal): with it the face claimed off-screen voices (on-screen
 # benchmark, off-screen voice 77 -> 62 % right; real face1 98 -> 27 % on screen; docs/benchmarks.md)
 LIPS_DARKNESS_WEIGHT = 0.0
+# the lips cue decides with at most this many faces on screen. 2 was tried (2026-12-07): the
+# development split's speakers examples -0.80 -> +0.76 dB, but the speakers benchmark 4.0 dB /
+# 58 % -> 3.6 dB / 50 % (2 visible) and 0.3 dB / 42 % -> 1.1 dB / 33 % (with an off-screen
+# voice): KatieHill's jaw follows neither voice on the lips cue (docs/benchmarks.md, speakers)
+LIPS_MAX_FACES = 1
 
 
 @dataclass
@@ -232,10 +237,10 @@ def associate(sources: np.ndarray, rate: int, tracks: list[VisualTrack], **thres
     """:func:`associate_envelopes` of waveforms ``[K, samples]`` float32 mono at ``rate`` Hz."""
     if not len(sources):
         return []
-    one_face = len(tracks) == 1  # the lips cue is read with one face only (sync_matrix)
-    rows = [(voice_envelopes if one_face else speech_envelope)(s, rate) for s in sources]
+    with_lips = 1 <= len(tracks) <= LIPS_MAX_FACES  # the lips cue's faces (sync_matrix)
+    rows = [(voice_envelopes if with_lips else speech_envelope)(s, rate) for s in sources]
     envs = np.stack([e for e, _ in rows])  # [K, N], or [K, 2, N]: levels and the lips cue
-    if one_face:
+    if with_lips:
         envs, lips = envs[:, 0], envs[:, 1]
     else:
         lips = None
@@ -253,8 +258,8 @@ def sync_matrix(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[VisualTra
         silence_db: sources quieter than this (dB relative to the loudest candidate) are not
             scored.
         lips_envelopes: ``[K, N]`` 1-3 kHz envelopes (:func:`band_envelope`) on the same
-            times; given and with one face, each score also gets its :func:`lips_score` (the
-            one-face rule of :func:`decide`).
+            times; given and with one face (up to :data:`LIPS_MAX_FACES`), each score also
+            gets its :func:`lips_score` (the one-face rule of :func:`decide`).
 
     Returns:
         ``(level [K] dB relative to the loudest, {source index: [SyncScore per track]})`` for
@@ -267,8 +272,9 @@ def sync_matrix(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[VisualTra
         if level[k] >= silence_db:
             env = (envelopes[k], env_t)
             scores[k] = [sync_score(np.zeros(0, np.float32), 0, tr, envelope=env) for tr in tracks]
-            if lips_envelopes is not None and len(tracks) == 1:
-                scores[k][0].lips = lips_score((lips_envelopes[k], env_t), tracks[0])
+            if lips_envelopes is not None and 1 <= len(tracks) <= LIPS_MAX_FACES:
+                for f, tr in enumerate(tracks):
+                    scores[k][f].lips = lips_score((lips_envelopes[k], env_t), tr)
     return level, scores
 
 
@@ -343,17 +349,17 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
     (and nothing else), it takes the other as well if the sum's z leads the taken one's by
     ``split_gain`` (``inf``: off).
 
-    The one-face rule: with one face on screen, two or more real voices and every active
-    score carrying its :func:`lips_score` (``SyncScore.lips``), all the rules above read the
-    lips scores instead of the level scores. When two voices fill the same stretches of a
+    The one-face rule: with one face on screen (up to :data:`LIPS_MAX_FACES`), two or more
+    real voices and every active score carrying its :func:`lips_score` (``SyncScore.lips``),
+    all the rules above read the lips scores instead of the level scores. When two voices fill the same stretches of a
     clip, the level correlation follows whichever is heard while the face talks; the lips
     cue follows the syllables themselves.
     """
     active = [k for k in scores if level[k] >= silence_db]
     real = _real_voices(level, active, lone_db)
-    if (n_tracks == 1 and len(real) >= 2
-            and all(scores[k][0].lips is not None for k in active)):
-        scores = {k: [scores[k][0].lips] if k in active else v for k, v in scores.items()}
+    if (1 <= n_tracks <= LIPS_MAX_FACES and len(real) >= 2
+            and all(s.lips is not None for k in active for s in scores[k])):
+        scores = {k: [s.lips for s in v] if k in active else v for k, v in scores.items()}
     matched: dict[int, SyncScore] = {}
     if active and n_tracks:
         # each face first takes one source of its own: the one-to-one pairing with the largest
