@@ -351,9 +351,9 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
 
     The one-face rule: with one face on screen (up to :data:`LIPS_MAX_FACES`), two or more
     real voices and every active score carrying its :func:`lips_score` (``SyncScore.lips``),
-    all the rules above read the lips scores instead of the level scores. When two voices fill the same stretches of a
-    clip, the level correlation follows whichever is heard while the face talks; the lips
-    cue follows the syllables themselves.
+    all the rules above read the lips scores instead of the level scores. When two voices
+    fill the same stretches of a clip, the level correlation follows whichever is heard while
+    the face talks; the lips cue follows the syllables themselves.
     """
     active = [k for k in scores if level[k] >= silence_db]
     real = _real_voices(level, active, lone_db)

@@ -42,7 +42,7 @@ FLOOR_WEIGHT = 0.05
 # rate of change against the jaw's peaked at the natural lag on 16 of 21 clips, against 13 of
 # 21 for the broadband RMS envelope (benchmarks/sync.py measures the effect on sync).
 LIPS_BAND_HZ = (1000.0, 3000.0)
-DARKNESS_WEIGHT = 0.5  # weight of the mouth darkness against the jaw in :func:`lip_signal` (sync's lips cue)
+DARKNESS_WEIGHT = 0.5  # the mouth darkness against the jaw in sync's lips cue (lip_signal)
 # speech's 1-3 kHz envelope trails the jaw opening by this: the median best lag of
 # benchmarks/sync.py on the unshifted av/speech clips that it answers (0.026 s)
 LIPS_BAND_LAG_S = 0.025
@@ -284,15 +284,18 @@ def lip_signal(track: VisualTrack, grid: np.ndarray, darkness_weight: float = DA
     ``grid`` (seconds).
 
     The signal is the rate of change (:func:`rate_of_change`) of the jaw opening (``activity``)
-    plus, where the track has it, :data:`DARKNESS_WEIGHT` times that of the mouth darkness
+    plus, where the track has it, ``darkness_weight`` times that of the mouth darkness
     (``mouth_darkness``, see :func:`avsplit.vision.faces.mouth_darkness`), each divided by its
     standard deviation over the valid samples. The darkness carries what the lips do without
     the jaw (a smiling or tight-lipped talker, as on several TV heads of ``av/speech``).
-    ``avsplit sync`` uses it with :data:`DARKNESS_WEIGHT` (``benchmarks/sync.py``: 10 -> 7 %
-    of the lips copies refused, all answers still within a frame of the clip's own estimate);
-    the association's :func:`avsplit.associate.lips_score` with weight 0 (the jaw alone; see
-    ``docs/benchmarks.md``, events section). ``valid`` is where the signal exists;
-    ``movement`` is :func:`mouth_movement`'s (the jaw's).
+    ``avsplit sync`` reads it at :data:`DARKNESS_WEIGHT` (``benchmarks/sync.py``: 10 -> 7 % of
+    the lips copies refused, all answers still within a frame of the clip's own estimate); the
+    association's :func:`avsplit.associate.lips_score` at 0, the jaw alone
+    (``docs/benchmarks.md``, events section).
+
+    Returns:
+        ``valid`` is where the signal exists (the jaw's, and the darkness's where it is used);
+        ``movement`` is :func:`mouth_movement`'s (the jaw's).
     """
     jaw, valid, moving = mouth_movement(track, grid)
     jaw_change = rate_of_change(jaw, valid)

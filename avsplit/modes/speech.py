@@ -130,8 +130,9 @@ def plan(clip: Clip, engine: Engine, options: SeparateOptions, progress: Progres
         step(1)
         models += enhancer.model_id
     k = masks.shape[0] - 1  # voice candidates; the last row is the background
-    # a face or a few and two or more voices: the lips rule of avsplit.associate.decide also
-    # needs the lips cue's envelopes, taken from the same render of each voice
+    # one face (up to LIPS_MAX_FACES) and two or more voices: the one-face rule of
+    # avsplit.associate.decide also needs the lips cue's envelopes, from the same render of
+    # each voice
     with_lips = 1 <= len(tracks) <= LIPS_MAX_FACES and k >= 2
     envs, env_t = slot_envelopes(mono, masks, list(range(k + 1)), separator.n_fft, separator.hop,
                                  rate, voice_envelopes if with_lips else speech_envelope,
