@@ -72,6 +72,13 @@ LIPS_DARKNESS_WEIGHT = 0.0
 LIPS_MAX_FACES = 1
 
 
+def reads_lips(faces: int) -> bool:
+    """Whether the association reads the lips cue in a scene with ``faces`` face tracks (one
+    face, up to :data:`LIPS_MAX_FACES`): :func:`sync_matrix` then scores it and
+    :func:`decide` decides on it, so the caller renders the voices' 1-3 kHz envelopes."""
+    return 1 <= faces <= LIPS_MAX_FACES
+
+
 @dataclass
 class SyncScore:
     """Synchrony of one source with one face track.
@@ -216,13 +223,13 @@ def lips_score(envelope: tuple[np.ndarray, np.ndarray], track: VisualTrack,
         return SyncScore(track.track_id, 0.0, 0.0, 0.0, seen, "lips")
     duration = float(env_t[-1] + ENV_HOP_S)
     grid = grid_times(duration)
-    jaw_change, valid, moving = lip_signal(track, grid, darkness_weight=LIPS_DARKNESS_WEIGHT)
+    lips_change, valid, moving = lip_signal(track, grid, darkness_weight=LIPS_DARKNESS_WEIGHT)
     heard, sounding = heard_signal(envelope, grid, False)
     max_lag = abs(NATURAL_LAG_S) + lag_window_s
 
     def best_r(shift: float) -> tuple[float, float]:
         k = int(round(shift / ENV_HOP_S))
-        curve = lag_curve(jaw_change, valid, moving, np.roll(heard, -k), np.roll(sounding, -k),
+        curve = lag_curve(lips_change, valid, moving, np.roll(heard, -k), np.roll(sounding, -k),
                           "lips", int(track.track_id), max_lag)
         near = np.abs(curve.lags_s - NATURAL_LAG_S) <= lag_window_s + 1e-9
         i = int(np.argmax(np.where(near, curve.r, -np.inf)))
@@ -237,7 +244,7 @@ def associate(sources: np.ndarray, rate: int, tracks: list[VisualTrack], **thres
     """:func:`associate_envelopes` of waveforms ``[K, samples]`` float32 mono at ``rate`` Hz."""
     if not len(sources):
         return []
-    with_lips = 1 <= len(tracks) <= LIPS_MAX_FACES  # the lips cue's faces (sync_matrix)
+    with_lips = reads_lips(len(tracks))
     rows = [(voice_envelopes if with_lips else speech_envelope)(s, rate) for s in sources]
     envs = np.stack([e for e, _ in rows])  # [K, N], or [K, 2, N]: levels and the lips cue
     if with_lips:
@@ -272,7 +279,7 @@ def sync_matrix(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[VisualTra
         if level[k] >= silence_db:
             env = (envelopes[k], env_t)
             scores[k] = [sync_score(np.zeros(0, np.float32), 0, tr, envelope=env) for tr in tracks]
-            if lips_envelopes is not None and 1 <= len(tracks) <= LIPS_MAX_FACES:
+            if lips_envelopes is not None and reads_lips(len(tracks)):
                 for f, tr in enumerate(tracks):
                     scores[k][f].lips = lips_score((lips_envelopes[k], env_t), tr)
     return level, scores
@@ -357,7 +364,7 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
     """
     active = [k for k in scores if level[k] >= silence_db]
     real = _real_voices(level, active, lone_db)
-    if (1 <= n_tracks <= LIPS_MAX_FACES and len(real) >= 2
+    if (reads_lips(n_tracks) and len(real) >= 2
             and all(s.lips is not None for k in active for s in scores[k])):
         scores = {k: [s.lips for s in v] if k in active else v for k, v in scores.items()}
     matched: dict[int, SyncScore] = {}

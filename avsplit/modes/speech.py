@@ -25,8 +25,8 @@ import numpy as np
 
 from avsplit.apply import chunk_stft, slot_envelopes
 from avsplit.audio import stft_frame_times
-from avsplit.associate import (ENV_HOP_S, LIPS_MAX_FACES, Assignment, associate_envelopes,
-                               associate_windows, frame_weights, speech_envelope)
+from avsplit.associate import (ENV_HOP_S, Assignment, associate_envelopes, associate_windows,
+                               frame_weights, reads_lips, speech_envelope)
 from avsplit.clip import Clip
 from avsplit.engine import Engine
 from avsplit.events import speech_events
@@ -130,10 +130,9 @@ def plan(clip: Clip, engine: Engine, options: SeparateOptions, progress: Progres
         step(1)
         models += enhancer.model_id
     k = masks.shape[0] - 1  # voice candidates; the last row is the background
-    # one face (up to LIPS_MAX_FACES) and two or more voices: the one-face rule of
-    # avsplit.associate.decide also needs the lips cue's envelopes, from the same render of
-    # each voice
-    with_lips = 1 <= len(tracks) <= LIPS_MAX_FACES and k >= 2
+    # one face and two or more voices: the one-face rule of avsplit.associate.decide also needs
+    # the lips cue's envelopes, taken from the same render of each voice
+    with_lips = reads_lips(len(tracks)) and k >= 2
     envs, env_t = slot_envelopes(mono, masks, list(range(k + 1)), separator.n_fft, separator.hop,
                                  rate, voice_envelopes if with_lips else speech_envelope,
                                  int(round(ENV_HOP_S * rate)))
