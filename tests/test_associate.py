@@ -300,6 +300,45 @@ def test_a_voice_split_over_two_slots_goes_to_the_face_whose_lips_follow_their_s
         assert [a.onscreen for a in out] == [True, False]
 
 
+def test_two_slots_of_one_talker_by_voice_identity_go_to_the_moving_face_together():
+    """One face, two real voices, neither nor their sum clearing the lips thresholds (z 0.4,
+    0.1, sum 0.6): with d-vectors that say one talker (similarity 0.85 >= SAME_TALKER_SIM) both
+    go to the moving face ("same talker", half confidence); not for two talkers (0.5), not
+    for a still face, not with a third real voice, not when the lips are against the sum
+    (z < 0). When the face took one of them on sync, the other joins it."""
+    from avsplit.associate import SAME_TALKER_SIM, SyncScore, decide
+
+    def scored(z_lips, r_lips=0.1):
+        s = SyncScore(0, 0.1, 0.04, 0.5, 150)
+        s.lips = SyncScore(0, r_lips, 0.04, z_lips, 150, "lips")
+        return s
+
+    level = np.array([-2.0, 0.0])
+    scores = {0: [scored(0.4)], 1: [scored(0.1)]}
+    split = ((0, 1), SyncScore(0, 0.1, 0.04, 0.6, 150, "lips"))
+    assert 0.5 < SAME_TALKER_SIM < 0.85
+    out = decide(level, scores, 1, moving=[True], split=split, same_talker=0.85)
+    assert [(a.onscreen, a.track_id, a.evidence) for a in out] == [(True, 0, "same talker")] * 2
+    assert all(a.confidence < 0.5 for a in out) and "voice identity" in out[0].reason
+    for same in (None, 0.5):
+        out = decide(level, scores, 1, moving=[True], split=split, same_talker=same)
+        assert not any(a.onscreen for a in out)
+    assert not any(a.onscreen for a in decide(level, scores, 1, moving=[False], split=split,
+                                              same_talker=0.85))
+    against = ((0, 1), SyncScore(0, -0.1, 0.04, -0.6, 150, "lips"))
+    assert not any(a.onscreen for a in decide(level, scores, 1, moving=[True], split=against,
+                                              same_talker=0.85))
+    three = decide(np.array([-2.0, 0.0, -3.0]), {**scores, 2: [scored(0.2)]}, 1, moving=[True],
+                   split=split, same_talker=0.85)
+    assert not any(a.onscreen for a in three)
+    # voice 0 matched on its own lips (z 3.0); its other half joins by identity
+    took = {0: [scored(3.0, 0.3)], 1: [scored(0.1)]}
+    out = decide(level, took, 1, moving=[True], split=split, same_talker=0.85)
+    assert [(a.onscreen, a.evidence) for a in out] == [(True, "sync"), (True, "same talker")]
+    out = decide(level, took, 1, moving=[True], split=split, same_talker=0.5)
+    assert [a.onscreen for a in out] == [True, False]
+
+
 def test_split_voice_score_reads_the_sum_of_the_two_loudest_voices():
     """A voice cut into two slots at random 0.3-1 s turns (smooth 50 ms crossfades), with a
     jaw that follows it loosely: the sum's lips score is the whole voice's, above either half's,

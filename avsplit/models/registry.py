@@ -79,6 +79,13 @@ MODELS: dict[str, ModelEntry] = {
                    11025, "MIT (trained by avsplit)",
                    "python -m avsplit.train music-data; python -m avsplit.train tagger",
                    "avsplit.models.tagger:InstrumentTagger"),
+        ModelEntry("speaker-ge2e", "speaker_ge2e.pt",
+                   "5653c6660af97ed8ca545a95c118b8a8825521a11cc7ed2bee38f41e85cbb583",
+                   "talker identity: GE2E d-vector speaker encoder (3-layer LSTM over 40 mel "
+                   "bands, 16 kHz), whether two separated voices are one talker",
+                   16000, "Apache-2.0 (Resemblyzer weights, Copyright 2019 Resemble.AI)",
+                   "Resemblyzer==0.1.4 wheel: resemblyzer/pretrained.pt, its model tensors only "
+                   "(lstm.*, linear.*; the optimiser state and similarity scale left out)"),
         ModelEntry("face-detector", "face_detection_short_range.tflite",
                    "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
                    "face detection (BlazeFace short range)", None, "Apache-2.0",

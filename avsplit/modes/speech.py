@@ -6,7 +6,9 @@ network (:func:`speech_network`), that separator's masks over the clip's 16 kHz 
 for speech vs background (:func:`refine_speech_masks`), the RMS envelope of every separated
 voice (rendered block by block, never held whole; with one face also its 1-3 kHz envelope for
 the lips cue, from the same render), and the audio-visual association
-(:func:`avsplit.associate.associate_envelopes`). The plan says which slots make which stem;
+(:func:`avsplit.associate.associate_envelopes`; with one face and two voices also whether
+they are one talker, by the d-vectors of :mod:`avsplit.models.speaker` over each decision
+window, rendered window by window). The plan says which slots make which stem;
 :mod:`avsplit.separate` renders and writes it.
 
 Decisions are taken per sliding window (:func:`avsplit.associate.associate_windows`, 20 s
@@ -23,7 +25,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from avsplit.apply import chunk_stft, slot_envelopes
+from functools import lru_cache
+
+from avsplit.apply import chunk_stft, render_slots, slot_envelopes
 from avsplit.audio import stft_frame_times
 from avsplit.associate import (ENV_HOP_S, Assignment, associate_envelopes, associate_windows,
                                frame_weights, reads_lips, speech_envelope)
@@ -31,6 +35,8 @@ from avsplit.clip import Clip
 from avsplit.engine import Engine
 from avsplit.events import speech_events
 from avsplit.models.enhancer import SpeechEnhancer
+from avsplit.models.speaker import RATE as SPEAKER_RATE
+from avsplit.models.speaker import talker_similarity
 from avsplit.modes.plan import Plan, SeparateOptions, track_entry
 from avsplit.progress import Progress
 from avsplit.results import Stem
@@ -47,6 +53,9 @@ WEAK_EVIDENCE_NOTES = {
                 "voice's, on weak synchrony evidence",
     "split voice": "face {face} was given two separated voices together: its lips follow them "
                    "together but neither alone (one voice the separator split in two)",
+    "same talker": "face {face} was given two separated voices that are one talker by voice "
+                   "identity (one voice the separator split in two; its mouth moves, its lips "
+                   "follow the voice only loosely)",
     "held": "face {face} kept its voice in {n} of {windows} windows where the evidence dipped, "
             "because it holds it in most of the clip",
 }
@@ -142,9 +151,23 @@ def plan(clip: Clip, engine: Engine, options: SeparateOptions, progress: Progres
         lips = None
     envs, background = envs[:k], envs[k]  # the background slot only goes on the timeline
     step = progress.stage("matching voices to faces", 1)
+    similarity = None
+    if with_lips and rate == SPEAKER_RATE:
+        encoder = engine.speaker_encoder()
+
+        @lru_cache(maxsize=None)  # the whole-clip and the window decisions share a window
+        def similarity(pair: tuple[int, int], start_s: float, end_s: float) -> float | None:
+            waves = render_slots(mono, masks, list(pair), separator.n_fft, separator.hop,
+                                 int(round(start_s * rate)), int(round(end_s * rate)))
+            return talker_similarity(encoder, list(waves))
+
+    duration = float(env_t[-1] + ENV_HOP_S) if len(env_t) else 0.0  # as associate_windows
     # the whole clip, for the manifest
-    assignments = associate_envelopes(envs, env_t, tracks, lips_envelopes=lips)
-    windows = associate_windows(envs, env_t, tracks, lips_envelopes=lips)
+    whole = None if similarity is None else lambda pair: similarity(pair, 0.0, duration)
+    assignments = associate_envelopes(envs, env_t, tracks, lips_envelopes=lips,
+                                      talker_similarity=whole)
+    windows = associate_windows(envs, env_t, tracks, lips_envelopes=lips,
+                                talker_similarity=similarity)
     step(1)
     notes = []
     anywhere = {a.source_index for w in windows for a in w.assignments if a.onscreen}
