@@ -484,8 +484,8 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
                       "split voice": f"half of one voice: together with the other half in sync "
                                      f"with face {s.track_id} ({rz})",
                       "same talker": f"half of one voice: the same talker as the other half by "
-                                     f"voice identity, and face {s.track_id}'s mouth moves "
-                                     f"(weak sync: {rz})"}[why]
+                                     f"voice identity (d-vector similarity {same_talker or 0:.2f}), "
+                                     f"and face {s.track_id}'s mouth moves (weak sync: {rz})"}[why]
             out.append(Assignment(k, True, s.track_id, _confidence(s.z, z_best, why != "sync"),
                                   float(level[k]), scores[k], reason, why))
         else:

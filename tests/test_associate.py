@@ -319,7 +319,7 @@ def test_two_slots_of_one_talker_by_voice_identity_go_to_the_moving_face_togethe
     assert 0.5 < SAME_TALKER_SIM < 0.85
     out = decide(level, scores, 1, moving=[True], split=split, same_talker=0.85)
     assert [(a.onscreen, a.track_id, a.evidence) for a in out] == [(True, 0, "same talker")] * 2
-    assert all(a.confidence < 0.5 for a in out) and "voice identity" in out[0].reason
+    assert all(a.confidence < 0.5 for a in out) and "similarity 0.85" in out[0].reason
     for same in (None, 0.5):
         out = decide(level, scores, 1, moving=[True], split=split, same_talker=same)
         assert not any(a.onscreen for a in out)
