@@ -17,6 +17,8 @@ different ones (the same-talker rule of :func:`avsplit.associate.decide`).
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 from torch import nn
@@ -143,17 +145,35 @@ class SpeakerEncoder(nn.Module):
         return (e / (e.norm() + 1e-12)).numpy().astype(np.float32)
 
 
-def talker_similarity(encoder: SpeakerEncoder, waves: list[np.ndarray]) -> float | None:
-    """Cosine similarity of the d-vectors of two voices (1: the same talker).
+BLOCK_S = 30.0  # seconds of voice embedded at a time (memory bounded for long inputs)
+
+
+def talker_similarity(encoder: SpeakerEncoder, read: Callable[[int, int], np.ndarray],
+                      start: int, end: int, block_s: float = BLOCK_S) -> float | None:
+    """Cosine similarity of the d-vectors of two voices over one stretch (1: the same talker).
+
+    The stretch is read in blocks of at most ``block_s`` seconds; each voice's d-vector is the
+    normalised sum of its blocks' (:meth:`SpeakerEncoder.embed`; blocks with too little voice
+    are left out), so memory does not grow with the stretch.
 
     Args:
-        encoder: a :class:`SpeakerEncoder`; waves: two ``[samples]`` float arrays at 16 kHz.
+        encoder: a :class:`SpeakerEncoder`.
+        read: ``read(a, b)`` -> ``[2, b - a]`` float samples of the two voices at 16 kHz.
+        start, end: the stretch in samples.
 
     Returns:
-        The similarity in -1..1, or ``None`` when either voice is too short to embed
-        (:meth:`SpeakerEncoder.embed`).
+        The similarity in -1..1, or ``None`` when either voice is too short to embed in every
+        block (:data:`MIN_FRAMES`).
     """
-    a, b = (encoder.embed(mel_frames(w)) for w in waves)
-    if a is None or b is None:
+    sums = np.zeros((2, 256), np.float64)
+    block = max(1, int(block_s * RATE))
+    for a in range(int(start), int(end), block):
+        waves = read(a, min(int(end), a + block))
+        for i in range(2):
+            e = encoder.embed(mel_frames(waves[i]))
+            if e is not None:
+                sums[i] += e
+    norms = np.linalg.norm(sums, axis=1)
+    if not (norms > 0).all():
         return None
-    return float(a @ b)
+    return float((sums[0] / norms[0]) @ (sums[1] / norms[1]))

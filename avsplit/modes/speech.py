@@ -23,9 +23,9 @@ frame, so speakers who come and go in a long video are followed.
 
 from __future__ import annotations
 
-import numpy as np
-
 from functools import lru_cache
+
+import numpy as np
 
 from avsplit.apply import chunk_stft, render_slots, slot_envelopes
 from avsplit.audio import stft_frame_times
@@ -157,9 +157,11 @@ def plan(clip: Clip, engine: Engine, options: SeparateOptions, progress: Progres
 
         @lru_cache(maxsize=None)  # the whole-clip and the window decisions share a window
         def similarity(pair: tuple[int, int], start_s: float, end_s: float) -> float | None:
-            waves = render_slots(mono, masks, list(pair), separator.n_fft, separator.hop,
-                                 int(round(start_s * rate)), int(round(end_s * rate)))
-            return talker_similarity(encoder, list(waves))
+            def read(a: int, b: int) -> np.ndarray:  # the two voices, block by block
+                return render_slots(mono, masks, list(pair), separator.n_fft, separator.hop, a, b)
+
+            return talker_similarity(encoder, read, int(round(start_s * rate)),
+                                     int(round(end_s * rate)))
 
     duration = float(env_t[-1] + ENV_HOP_S) if len(env_t) else 0.0  # as associate_windows
     # the whole clip, for the manifest
