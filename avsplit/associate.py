@@ -328,7 +328,8 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
            join_db: float = LONE_DB, pair_z: float = PAIR_Z,
            contrast_z: float = CONTRAST_Z,
            split: tuple[tuple[int, int], SyncScore] | None = None,
-           split_gain: float = SPLIT_GAIN, same_talker: float | None = None,
+           split_gain: float = SPLIT_GAIN,
+           same_talker: float | Callable[[], float | None] | None = None,
            same_sim: float = SAME_TALKER_SIM) -> list[Assignment]:
     """The association rule on precomputed :func:`sync_matrix` output (see
     :func:`associate_envelopes`); sources scored but quieter than ``silence_db`` are empty.
@@ -370,11 +371,11 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
 
     ``same_talker`` (needs ``split`` and ``moving``; one face on screen): the cosine similarity
     of the d-vectors of ``split``'s two voices (:func:`avsplit.models.speaker.talker_similarity`),
-    or ``None``. When it is at least ``same_sim``, those two are the only real voices and the
-    face moves, they are one talker the separator split in two: when the face took one of them
-    (and nothing else), the other joins it; when it took nothing, both go to it unless its lips
-    are against their sum (``z < Z_LONE``): the lone-voice rule for a voice in two slots.
-    Confidence is halved.
+    or a function giving it (called only where the rule could decide), or ``None``. When it is
+    at least ``same_sim``, those two are the only real voices and the face moves, they are one
+    talker the separator split in two: when the face took one of them (and nothing else), the
+    other joins it; when it took nothing, both go to it unless its lips are against their sum
+    (``z < Z_LONE``): the lone-voice rule for a voice in two slots. Confidence is halved.
 
     The one-face rule: with one face on screen (up to :data:`LIPS_MAX_FACES`), two or more
     real voices and every active score carrying its :func:`lips_score` (``SyncScore.lips``),
@@ -445,12 +446,14 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
                     matched[k] = s
                     evidence[k] = "split voice"
     # the same-talker rule: the clip's two real voices are one talker by voice identity
-    if (split is not None and same_talker is not None and same_talker >= same_sim
-            and n_tracks == 1 and moving is not None and moving[0]
-            and sorted(real) == sorted(split[0])):
+    similarity = None
+    if (split is not None and same_talker is not None and n_tracks == 1
+            and moving is not None and moving[0] and sorted(real) == sorted(split[0])):
         pair, s = split
         taken = list(matched)
         if (not taken and s.z >= Z_LONE) or (len(taken) == 1 and taken[0] in pair):
+            similarity = same_talker() if callable(same_talker) else same_talker
+        if similarity is not None and similarity >= same_sim:
             for k in pair:
                 if k not in matched:
                     matched[k] = s
@@ -484,7 +487,7 @@ def decide(level: np.ndarray, scores: dict[int, list[SyncScore]], n_tracks: int,
                       "split voice": f"half of one voice: together with the other half in sync "
                                      f"with face {s.track_id} ({rz})",
                       "same talker": f"half of one voice: the same talker as the other half by "
-                                     f"voice identity (d-vector similarity {same_talker or 0:.2f}), "
+                                     f"voice identity (d-vector similarity {similarity or 0:.2f}), "
                                      f"and face {s.track_id}'s mouth moves (weak sync: {rz})"}[why]
             out.append(Assignment(k, True, s.track_id, _confidence(s.z, z_best, why != "sync"),
                                   float(level[k]), scores[k], reason, why))
@@ -538,7 +541,8 @@ def associate_envelopes(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[V
             sources on the same times, for the one-face rule; ``None``: levels only.
         talker_similarity: ``(source, source) -> cosine similarity of their d-vectors`` (or
             ``None`` when a voice is too short to tell), for the same-talker rule; asked only
-            with one face and two real voices. ``None``: the rule is off.
+            where that rule could decide (one moving face, two real voices, not both taken).
+            ``None``: the rule is off.
 
     Returns:
         One :class:`Assignment` per source, in source order.
@@ -546,8 +550,8 @@ def associate_envelopes(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[V
     level, scores = sync_matrix(envelopes, env_t, tracks, silence_db, lips_envelopes)
     split = (split_voice_score(level, scores, lips_envelopes, env_t, tracks[0], lone_db)
              if lips_envelopes is not None and len(tracks) == 1 else None)
-    same = (talker_similarity(split[0])
-            if split is not None and talker_similarity is not None else None)
+    same = (None if split is None or talker_similarity is None
+            else lambda: talker_similarity(split[0]))  # asked only where the rule could decide
     return decide(level, scores, len(tracks), z_best, r_best, z_other, r_other, silence_db,
                   [mouth_moves(t) for t in tracks], lone_db, join_db, pair_z, contrast_z, split,
                   same_talker=same)

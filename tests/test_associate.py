@@ -305,7 +305,8 @@ def test_two_slots_of_one_talker_by_voice_identity_go_to_the_moving_face_togethe
     0.1, sum 0.6): with d-vectors that say one talker (similarity 0.85 >= SAME_TALKER_SIM) both
     go to the moving face ("same talker", half confidence); not for two talkers (0.5), not
     for a still face, not with a third real voice, not when the lips are against the sum
-    (z < 0). When the face took one of them on sync, the other joins it."""
+    (z < 0). When the face took one of them on sync, the other joins it. A similarity given as
+    a function is asked for only where the rule could decide."""
     from avsplit.associate import SAME_TALKER_SIM, SyncScore, decide
 
     def scored(z_lips, r_lips=0.1):
@@ -337,6 +338,20 @@ def test_two_slots_of_one_talker_by_voice_identity_go_to_the_moving_face_togethe
     assert [(a.onscreen, a.evidence) for a in out] == [(True, "sync"), (True, "same talker")]
     out = decide(level, took, 1, moving=[True], split=split, same_talker=0.5)
     assert [a.onscreen for a in out] == [True, False]
+    # given as a function, the similarity is asked only where the rule could decide
+    asked = []
+
+    def similarity():
+        asked.append(1)
+        return 0.85
+
+    out = decide(level, scores, 1, moving=[True], split=split, same_talker=similarity)
+    assert [a.evidence for a in out] == ["same talker"] * 2 and len(asked) == 1
+    both = {0: [scored(3.0, 0.3)], 1: [scored(3.0, 0.3)]}
+    decide(level, both, 1, moving=[True], split=split, same_talker=similarity)
+    decide(np.array([-2.0, 0.0, -3.0]), {**scores, 2: [scored(0.2)]}, 1, moving=[True],
+           split=split, same_talker=similarity)
+    assert len(asked) == 1
 
 
 def test_split_voice_score_reads_the_sum_of_the_two_loudest_voices():
