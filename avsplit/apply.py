@@ -172,44 +172,6 @@ def render_blocks(read: Callable[[int, int], np.ndarray], n_samples: int, rate: 
         yield s0, x[:, s0 - r0:s1 - r0], out[:, :, s0 - r0:s1 - r0]
 
 
-def slot_envelopes(wave: np.ndarray, masks: np.ndarray, slots: list[int], n_fft: int, hop: int,
-                   rate: int, envelope: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
-                   env_hop: int, block_s: float = 30.0) -> tuple[np.ndarray, np.ndarray]:
-    """Envelopes of separated slots at the model's rate without holding their waveforms.
-
-    Args:
-        wave: ``[samples]`` float32 mono at ``rate`` (the model's rate); masks: its masks.
-        slots: which mask rows to render.
-        envelope: ``(wave, rate) -> (env [..., N], times [N])`` with one value per ``env_hop``
-            samples starting at sample 0 (:func:`avsplit.synchrony.speech_envelope`, or
-            :func:`avsplit.synchrony.voice_envelopes` for two envelopes from one render).
-
-    Returns:
-        ``(envelopes [len(slots), ..., N] float64, times [N] seconds)`` as the envelope of each
-        whole separated waveform would give (up to float error).
-    """
-    step = hop * env_hop // math.gcd(hop, env_hop)
-    block = step * max(1, int(block_s * rate / step))
-    margin = step * math.ceil((n_fft + 4 * env_hop) / step + 1)
-    n = len(wave)
-    envs, times = [], []
-    weights = np.eye(masks.shape[0], dtype=np.float32)[slots]
-    for s0 in range(0, max(n, 1), block):
-        s1 = min(s0 + block, n)
-        r0, r1 = max(0, s0 - margin), min(n, s1 + margin)
-        f0, f1 = r0 // hop, min(masks.shape[-1], r0 // hop + (r1 - r0) // hop + 1)
-        spec = stft(torch.from_numpy(np.ascontiguousarray(wave[r0:r1], dtype=np.float32)), n_fft, hop)
-        f1 = min(f1, f0 + spec.shape[-1])
-        m = combine(masks, weights, f0, f1)
-        waves = istft(spec[None, :, :f1 - f0] * torch.from_numpy(m), n_fft, hop, r1 - r0).numpy()
-        rows = [envelope(w, rate) for w in waves]
-        t = rows[0][1] + r0 / rate
-        keep = (t >= s0 / rate - 1e-9) & (t < s1 / rate - 1e-9)
-        envs.append(np.stack([r[0][..., keep] for r in rows]))
-        times.append(t[keep])
-    return np.concatenate(envs, axis=-1), np.concatenate(times)
-
-
 def render_slots(wave: np.ndarray, masks: np.ndarray, slots: list[int], n_fft: int, hop: int,
                  start: int, end: int) -> np.ndarray:
     """Separated waveforms of some slots over one stretch of the recording, at the model's rate.
@@ -237,6 +199,38 @@ def render_slots(wave: np.ndarray, masks: np.ndarray, slots: list[int], n_fft: i
     m = combine(masks, np.eye(masks.shape[0], dtype=np.float32)[slots], f0, f1)
     waves = istft(spec[None, :, :f1 - f0] * torch.from_numpy(m), n_fft, hop, r1 - r0).numpy()
     return np.ascontiguousarray(waves[:, start - r0:end - r0], dtype=np.float32)
+
+
+def slot_envelopes(wave: np.ndarray, masks: np.ndarray, slots: list[int], n_fft: int, hop: int,
+                   rate: int, envelope: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
+                   env_hop: int, block_s: float = 30.0) -> tuple[np.ndarray, np.ndarray]:
+    """Envelopes of separated slots at the model's rate without holding their waveforms.
+
+    Args:
+        wave: ``[samples]`` float32 mono at ``rate`` (the model's rate); masks: its masks.
+        slots: which mask rows to render.
+        envelope: ``(wave, rate) -> (env [..., N], times [N])`` with one value per ``env_hop``
+            samples starting at sample 0 (:func:`avsplit.synchrony.speech_envelope`, or
+            :func:`avsplit.synchrony.voice_envelopes` for two envelopes from one render).
+
+    Returns:
+        ``(envelopes [len(slots), ..., N] float64, times [N] seconds)`` as the envelope of each
+        whole separated waveform would give (up to float error).
+    """
+    step = hop * env_hop // math.gcd(hop, env_hop)
+    block = step * max(1, int(block_s * rate / step))
+    margin = step * math.ceil((n_fft + 4 * env_hop) / step + 1)
+    n = len(wave)
+    envs, times = [], []
+    for s0 in range(0, max(n, 1), block):
+        s1 = min(s0 + block, n)
+        r0, r1 = max(0, s0 - margin), min(n, s1 + margin)
+        rows = [envelope(w, rate) for w in render_slots(wave, masks, slots, n_fft, hop, r0, r1)]
+        t = rows[0][1] + r0 / rate
+        keep = (t >= s0 / rate - 1e-9) & (t < s1 / rate - 1e-9)
+        envs.append(np.stack([r[0][..., keep] for r in rows]))
+        times.append(t[keep])
+    return np.concatenate(envs, axis=-1), np.concatenate(times)
 
 
 def limit_total(masks: np.ndarray) -> np.ndarray:

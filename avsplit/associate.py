@@ -523,9 +523,8 @@ def associate_envelopes(envelopes: np.ndarray, env_t: np.ndarray, tracks: list[V
     :func:`decide`), and the two loudest voices go to the face together where their sum
     follows its lips (:func:`split_voice_score`, the split-voice rule of :func:`decide`), or
     where they are one talker by voice identity (``talker_similarity``, the same-talker rule of
-    :func:`decide`). The
-    defaults were tuned with ``benchmarks/tune_association.py`` on the development clips,
-    which the benchmarks do not score (see docs/benchmarks.md).
+    :func:`decide`). The defaults were tuned with ``benchmarks/tune_association.py`` on the
+    development clips, which the benchmarks do not score (see docs/benchmarks.md).
 
     Args:
         envelopes: ``[K, N]`` RMS envelopes (:func:`speech_envelope`) of the candidate speech

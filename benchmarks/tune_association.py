@@ -152,11 +152,11 @@ def score(example: dict, thresholds: dict, memo: dict) -> list[tuple[float, bool
     """``[(SI-SDRi dB, right)]``: one entry (onscreen) or one per visible person (speakers)."""
     if "moving" not in memo:
         memo["moving"] = [mouth_moves(t) for t in example["tracks"]]
-        split = example.get("split")  # the same-talker rule's d-vector similarity, as the CLI
-        pair = None if split is None else example["waves"][list(split[0])]
-        memo["same"] = (talker_similarity(ENGINE.speaker_encoder(), lambda a, b: pair[:, a:b],
-                                          0, pair.shape[1])
-                        if split is not None else None)
+        memo["same"] = None  # the same-talker rule's d-vector similarity, as the CLI's
+        if example.get("split") is not None:
+            pair = example["waves"][list(example["split"][0])]
+            memo["same"] = talker_similarity(ENGINE.speaker_encoder(),
+                                             lambda a, b: pair[:, a:b], 0, pair.shape[1])
     asg = decide(example["level"], example["scores"], len(example["tracks"]),
                  moving=memo["moving"], split=example.get("split"), same_talker=memo["same"],
                  **thresholds)

@@ -6,9 +6,9 @@ Speaker Verification", ICASSP 2018): three LSTM layers of 256 units over 40-band
 frames (25 ms windows every 10 ms, 16 kHz), a 256-unit linear layer with ReLU on the last
 state, L2-normalised. Weights: Resemblyzer 0.1.4's ``pretrained.pt`` (Apache-2.0, Resemble.AI;
 the speaker encoder of the Real-Time Voice Cloning project), the model's tensors only (registry
-entry ``speaker-ge2e``, ``weights/README.md``). Our own code computes the mel frames (Slaney-style filterbank, as the
-encoder was trained with) and averages the embeddings of 1.6 s partial utterances, as
-Resemblyzer's ``embed_utterance`` does.
+entry ``speaker-ge2e``, ``weights/README.md``). Our own code computes the mel frames
+(Slaney-style filterbank, as the encoder was trained with) and averages the embeddings of 1.6 s
+partial utterances, as Resemblyzer's ``embed_utterance`` does.
 
 Used by :mod:`avsplit.modes.speech`: one talker that the speech separator split over two slots
 (at its pauses, on TV heads) gives two slots of the same talker; two talkers give two
@@ -165,7 +165,7 @@ def talker_similarity(encoder: SpeakerEncoder, read: Callable[[int, int], np.nda
         The similarity in -1..1, or ``None`` when either voice is too short to embed in every
         block (:data:`MIN_FRAMES`).
     """
-    sums = np.zeros((2, 256), np.float64)
+    sums = np.zeros((2, encoder.linear.out_features), np.float64)
     block = max(1, int(block_s * RATE))
     for a in range(int(start), int(end), block):
         waves = read(a, min(int(end), a + block))

@@ -155,17 +155,19 @@ def plan(clip: Clip, engine: Engine, options: SeparateOptions, progress: Progres
     if with_lips and rate == SPEAKER_RATE:
         encoder = engine.speaker_encoder()
 
-        @lru_cache(maxsize=None)  # the whole-clip and the window decisions share a window
-        def similarity(pair: tuple[int, int], start_s: float, end_s: float) -> float | None:
+        @lru_cache(maxsize=None)  # the whole clip and a one-window clip's window: one stretch
+        def voices_alike(pair: tuple[int, int], start: int, end: int) -> float | None:
             def read(a: int, b: int) -> np.ndarray:  # the two voices, block by block
                 return render_slots(mono, masks, list(pair), separator.n_fft, separator.hop, a, b)
 
-            return talker_similarity(encoder, read, int(round(start_s * rate)),
-                                     int(round(end_s * rate)))
+            return talker_similarity(encoder, read, start, end)
 
-    duration = float(env_t[-1] + ENV_HOP_S) if len(env_t) else 0.0  # as associate_windows
+        def similarity(pair: tuple[int, int], start_s: float, end_s: float) -> float | None:
+            return voices_alike(pair, int(round(start_s * rate)),
+                                min(len(mono), int(round(end_s * rate))))
+
     # the whole clip, for the manifest
-    whole = None if similarity is None else lambda pair: similarity(pair, 0.0, duration)
+    whole = None if similarity is None else lambda pair: similarity(pair, 0.0, len(mono) / rate)
     assignments = associate_envelopes(envs, env_t, tracks, lips_envelopes=lips,
                                       talker_similarity=whole)
     windows = associate_windows(envs, env_t, tracks, lips_envelopes=lips,
